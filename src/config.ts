@@ -1,0 +1,159 @@
+import { Config, ConfigProvider, Effect, Exit, Option, Redacted } from 'effect'
+import { isIP } from 'node:net'
+
+/**
+ * Every env flag of the relay, read once at start with effect Config. Each flag is parsed on
+ * its own so that all bad values are reported together, each with its variable name.
+ * README's flag table is generated from (and tested against) `FLAGS`.
+ */
+export interface FlagSpec {
+  readonly name: string
+  readonly default: string
+  readonly description: string
+}
+
+export const FLAGS: readonly FlagSpec[] = [
+  { name: 'PORT', default: '8787', description: 'HTTP/WebSocket port (0 picks a free one).' },
+  { name: 'HOST', default: '127.0.0.1', description: 'Bind address. A non-loopback address requires INGEST_TOKEN.' },
+  { name: 'DATA_DIR', default: './data', description: 'Write-ahead log, dead-letter queue and the embedded PGlite database.' },
+  { name: 'DATABASE_URL', default: '(unset → embedded PGlite in DATA_DIR/pglite)', description: 'Any Postgres or Supabase connection string.' },
+  { name: 'INGEST_TOKEN', default: '(unset → no auth on loopback)', description: 'Bearer token producers must send to POST /events.' },
+  { name: 'ADMIN_TOKEN', default: '(unset → /admin disabled)', description: 'Bearer token for the /admin API.' },
+  { name: 'LOG_LEVEL', default: 'info', description: 'pino level: fatal, error, warn, info, debug, trace, silent.' },
+  { name: 'BATCH_HIGH_SIZE', default: '100', description: 'Store batch size in the high-rate profile.' },
+  { name: 'BATCH_HIGH_INTERVAL_MS', default: '100', description: 'Flush interval in the high-rate profile.' },
+  { name: 'BATCH_MEDIUM_SIZE', default: '50', description: 'Store batch size in the medium-rate profile.' },
+  { name: 'BATCH_MEDIUM_INTERVAL_MS', default: '500', description: 'Flush interval in the medium-rate profile.' },
+  { name: 'BATCH_LOW_SIZE', default: '10', description: 'Store batch size in the low-rate profile.' },
+  { name: 'BATCH_LOW_INTERVAL_MS', default: '2000', description: 'Flush interval in the low-rate profile.' },
+  { name: 'BATCH_RATE_MEDIUM', default: '10', description: 'Events/s above which the flusher switches to the medium profile.' },
+  { name: 'BATCH_RATE_HIGH', default: '100', description: 'Events/s above which the flusher switches to the high profile.' },
+  { name: 'BATCH_MAX_PENDING', default: '100000', description: 'Accepted events waiting for the store before ingest answers 429.' },
+  { name: 'WS_CLIENT_MAX_BUFFER_BYTES', default: '8388608', description: 'Per-dashboard send queue bound; a client past it is closed with 1013.' },
+  { name: 'WS_RING_SIZE', default: '10000', description: 'Recent events kept in memory for resuming clients (plus all not yet stored).' },
+  { name: 'HEALTH_INTERVAL_MS', default: '10000', description: 'Period of the relay.health events (0 turns them off).' },
+  { name: 'SHUTDOWN_TIMEOUT_MS', default: '10000', description: 'Bound on draining the flushers at shutdown.' },
+  { name: 'INSPECT_URL', default: '(unset)', description: 'WebSocket URL of a Stately inspector to stream every machine to.' },
+]
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+
+export interface Profile {
+  batchSize: number
+  flushIntervalMs: number
+}
+
+export interface RelayConfig {
+  port: number
+  host: string
+  dataDir: string
+  databaseUrl: Redacted.Redacted<string> | undefined
+  ingestToken: Redacted.Redacted<string> | undefined
+  adminToken: Redacted.Redacted<string> | undefined
+  logLevel: LogLevel
+  batch: {
+    profiles: { low: Profile; medium: Profile; high: Profile }
+    rate: { mediumAbove: number; highAbove: number; windowMs: number }
+    maxPending: number
+  }
+  ws: { clientMaxBufferBytes: number; ringSize: number }
+  healthIntervalMs: number
+  shutdownTimeoutMs: number
+  inspectUrl: string | undefined
+}
+
+export type ConfigResult = { ok: true; config: RelayConfig } | { ok: false; errors: string[] }
+
+/** Reads and validates every flag; never throws. */
+export function loadConfig(env: Record<string, string | undefined>): ConfigResult {
+  const provider = ConfigProvider.fromEnvRecord(env)
+  const errors: string[] = []
+  const read = <A>(name: string, config: Config.Config<A>, fallback: A, expected?: string): A => {
+    const exit = Effect.runSyncExit(config.parse(provider))
+    if (Exit.isSuccess(exit)) return exit.value
+    errors.push(`${name}: ${expected ? `${expected}, got ${JSON.stringify(env[name])}` : describeFailure(exit, env[name])}`)
+    return fallback
+  }
+  const optionalSecret = (name: string) =>
+    read(name, Config.option(Config.Redacted(name)), Option.none()).pipe(Option.getOrUndefined)
+  const int = (name: string, min: number, max: number, fallback: number): number => {
+    const expected = `expected an integer from ${min} to ${max}`
+    const value = read(name, Config.Int(name).pipe(Config.withDefault(fallback)), fallback, expected)
+    if (value < min || value > max) {
+      errors.push(`${name}: ${expected}, got ${JSON.stringify(env[name])}`)
+      return fallback
+    }
+    return value
+  }
+
+  const host = read('HOST', Config.String('HOST').pipe(Config.withDefault('127.0.0.1')), '127.0.0.1')
+  const logLevel = read(
+    'LOG_LEVEL',
+    Config.Literals(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'LOG_LEVEL').pipe(Config.withDefault('info' as const)),
+    'info',
+  )
+  const databaseUrl = optionalSecret('DATABASE_URL')
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(Redacted.value(databaseUrl))) {
+    errors.push('DATABASE_URL: expected a postgres:// or postgresql:// connection string')
+  }
+  const ingestToken = nonEmpty(optionalSecret('INGEST_TOKEN'))
+  const inspectUrl = read('INSPECT_URL', Config.option(Config.String('INSPECT_URL')), Option.none()).pipe(Option.getOrUndefined)
+  if (inspectUrl !== undefined && !/^wss?:\/\//.test(inspectUrl)) errors.push('INSPECT_URL: expected a ws:// or wss:// URL')
+
+  const config: RelayConfig = {
+    port: int('PORT', 0, 65535, 8787),
+    host,
+    dataDir: read('DATA_DIR', Config.NonEmptyString('DATA_DIR').pipe(Config.withDefault('./data')), './data'),
+    databaseUrl,
+    ingestToken,
+    adminToken: nonEmpty(optionalSecret('ADMIN_TOKEN')),
+    logLevel,
+    batch: {
+      profiles: {
+        high: { batchSize: int('BATCH_HIGH_SIZE', 1, 10_000, 100), flushIntervalMs: int('BATCH_HIGH_INTERVAL_MS', 1, 3_600_000, 100) },
+        medium: { batchSize: int('BATCH_MEDIUM_SIZE', 1, 10_000, 50), flushIntervalMs: int('BATCH_MEDIUM_INTERVAL_MS', 1, 3_600_000, 500) },
+        low: { batchSize: int('BATCH_LOW_SIZE', 1, 10_000, 10), flushIntervalMs: int('BATCH_LOW_INTERVAL_MS', 1, 3_600_000, 2000) },
+      },
+      rate: { mediumAbove: int('BATCH_RATE_MEDIUM', 0, 10_000_000, 10), highAbove: int('BATCH_RATE_HIGH', 0, 10_000_000, 100), windowMs: 1000 },
+      maxPending: int('BATCH_MAX_PENDING', 100, 100_000_000, 100_000),
+    },
+    ws: {
+      clientMaxBufferBytes: int('WS_CLIENT_MAX_BUFFER_BYTES', 65_536, 1 << 30, 8 * 1024 * 1024),
+      ringSize: int('WS_RING_SIZE', 100, 10_000_000, 10_000),
+    },
+    healthIntervalMs: int('HEALTH_INTERVAL_MS', 0, 86_400_000, 10_000),
+    shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 100, 3_600_000, 10_000),
+    inspectUrl,
+  }
+  if (config.batch.rate.highAbove < config.batch.rate.mediumAbove) {
+    errors.push('BATCH_RATE_HIGH: expected a rate at least BATCH_RATE_MEDIUM')
+  }
+  if (!isLoopback(host) && !ingestToken) {
+    errors.push(`INGEST_TOKEN: required when HOST (${host}) is not a loopback address, so producers on the network must authenticate`)
+  }
+  return errors.length ? { ok: false, errors } : { ok: true, config }
+}
+
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost' || host === '::1' || host === '[::1]') return true
+  return isIP(host) === 4 && host.startsWith('127.')
+}
+
+function nonEmpty(secret: Redacted.Redacted<string> | undefined): Redacted.Redacted<string> | undefined {
+  return secret && Redacted.value(secret).length > 0 ? secret : undefined
+}
+
+function describeFailure(exit: Exit.Exit<unknown, unknown>, raw: string | undefined): string {
+  const text = Exit.isFailure(exit) ? String(extractMessage(exit.cause)) : 'invalid'
+  const message = text.split('\n')[0]!.replace(/^Expected /, 'expected ')
+  return raw === undefined ? message : `${message}, got ${JSON.stringify(raw)}`
+}
+
+function extractMessage(cause: unknown): string {
+  const reasons = (cause as { reasons?: Array<{ error?: { cause?: { message?: string }; message?: string } }> }).reasons ?? []
+  for (const r of reasons) {
+    const m = r.error?.cause?.message ?? r.error?.message
+    if (m) return m
+  }
+  return 'invalid value'
+}

@@ -1,0 +1,109 @@
+import type { Sequencer } from './sequencer.js'
+import type { MonitoringEvent, StoredEvent } from './types.js'
+
+export class IngestClosedError extends Error {
+  readonly _tag = 'IngestClosed'
+  constructor() {
+    super('the relay is shutting down and accepts no new events')
+  }
+}
+
+export class OverloadedError extends Error {
+  readonly _tag = 'Overloaded'
+  constructor(readonly queue: string, readonly retryAfterSeconds: number) {
+    super(`the relay's ${queue} queue is full; retry later`)
+  }
+}
+
+export class DurabilityError extends Error {
+  readonly _tag = 'Durability'
+  constructor(override readonly cause: unknown) {
+    super(`could not make the events durable: ${(cause as Error)?.message ?? String(cause)}`)
+  }
+}
+
+export interface IngestDeps {
+  /** Makes a batch durable (the WAL's group-committed append). */
+  append: (batch: readonly StoredEvent[]) => Promise<void>
+  sequencer: () => Sequencer
+  /** Called with each durable batch, strictly in seq order. */
+  onDurable: (batch: readonly StoredEvent[]) => void
+  /** Non-undefined when a bounded queue is full: the name of the queue. */
+  overloaded: (incoming: number) => string | undefined
+}
+
+interface InOrder {
+  batch: StoredEvent[]
+  state: 'pending' | 'durable' | 'failed'
+}
+
+/**
+ * Accepts validated events: assigns seqs, makes them durable, then hands them on in seq order.
+ * A batch is acknowledged (the promise resolves) only once it is durable.
+ */
+export class Ingest {
+  private accepting = true
+  private inFlight = 0
+  private readonly order: InOrder[] = []
+  private idle: Array<() => void> = []
+
+  constructor(private readonly deps: IngestDeps) {}
+
+  get isAccepting(): boolean {
+    return this.accepting
+  }
+
+  get pendingRequests(): number {
+    return this.inFlight
+  }
+
+  async accept(events: readonly MonitoringEvent[]): Promise<StoredEvent[]> {
+    if (!this.accepting) throw new IngestClosedError()
+    const full = this.deps.overloaded(events.length)
+    if (full) throw new OverloadedError(full, 1)
+    const first = this.deps.sequencer().next(events.length)
+    // Key order is the wire order dashboards see: id, seq, then the rest.
+    const batch: StoredEvent[] = events.map((e, i) => ({
+      id: e.id,
+      seq: first + i,
+      event_type: e.event_type,
+      timestamp: e.timestamp,
+      source: e.source,
+      data: e.data,
+      metadata: e.metadata,
+    }))
+    const entry: InOrder = { batch, state: 'pending' }
+    this.order.push(entry)
+    this.inFlight++
+    try {
+      await this.deps.append(batch)
+      entry.state = 'durable'
+      return batch
+    } catch (err) {
+      entry.state = 'failed'
+      throw new DurabilityError(err)
+    } finally {
+      this.inFlight--
+      this.release()
+    }
+  }
+
+  /** Stops accepting and waits until every request already in flight is durable or failed. */
+  async stop(): Promise<void> {
+    this.accepting = false
+    if (this.inFlight === 0) return
+    await new Promise<void>((resolve) => this.idle.push(resolve))
+  }
+
+  private release(): void {
+    while (this.order.length && this.order[0]!.state !== 'pending') {
+      const head = this.order.shift()!
+      if (head.state === 'durable') this.deps.onDurable(head.batch)
+    }
+    if (this.inFlight === 0 && this.idle.length) {
+      const waiters = this.idle
+      this.idle = []
+      for (const w of waiters) w()
+    }
+  }
+}

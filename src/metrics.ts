@@ -1,0 +1,54 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+/** One registry per relay, so several relays in one process (tests) never share counters. */
+export function createMetrics() {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'relay_process_' })
+  const m = {
+    registry,
+    eventsAccepted: new Counter({ name: 'relay_events_accepted_total', help: 'Events acknowledged (durable) by ingest.', registers: [registry] }),
+    eventsRejected: new Counter({
+      name: 'relay_events_rejected_total',
+      help: 'Ingest requests rejected, by reason.',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    eventsDelivered: new Counter({
+      name: 'relay_events_delivered_total',
+      help: 'Events handed to a transport, per transport (one per event per client for websocket).',
+      labelNames: ['transport'] as const,
+      registers: [registry],
+    }),
+    eventsStored: new Counter({ name: 'relay_events_stored_total', help: 'Events committed to the store.', registers: [registry] }),
+    wsClients: new Gauge({ name: 'relay_ws_clients', help: 'Dashboard WebSocket clients connected.', registers: [registry] }),
+    wsClientsDropped: new Counter({
+      name: 'relay_ws_clients_dropped_total',
+      help: 'Dashboard clients closed by the relay, by reason (slow = send queue over bound).',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    queueDepth: new Gauge({
+      name: 'relay_queue_depth',
+      help: 'Events waiting, per queue (store = accepted but not yet committed).',
+      labelNames: ['queue'] as const,
+      registers: [registry],
+    }),
+    flushDuration: new Histogram({
+      name: 'relay_flush_duration_seconds',
+      help: 'Duration of one batch write, per sink.',
+      labelNames: ['sink', 'outcome'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    walFsyncs: new Counter({ name: 'relay_wal_fsyncs_total', help: 'fsyncs of the write-ahead log (group commits).', registers: [registry] }),
+    machineState: new Gauge({
+      name: 'relay_machine_state',
+      help: 'Current state of each machine in the actor system (1 = active).',
+      labelNames: ['machine', 'state'] as const,
+      registers: [registry],
+    }),
+  }
+  return m
+}
+
+export type Metrics = ReturnType<typeof createMetrics>

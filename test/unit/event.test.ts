@@ -618,27 +618,6 @@ describe('bodyKindOf', () => {
   )
 })
 
-describe('performance', () => {
-  it('validates a 1,000-event array in a few milliseconds', () => {
-    const body = Buffer.from(
-      JSON.stringify(
-        Array.from({ length: 1_000 }, (_, i) =>
-          valid({ source: `host-${i}`, timestamp: '2026-11-22T10:00:00.123+01:00', data: { value: i, tags: ['a', 'b'], nested: { x: 1 } } }),
-        ),
-      ),
-    )
-    let best = Number.POSITIVE_INFINITY
-    for (let run = 0; run < 10; run++) {
-      const start = performance.now()
-      const outcome = parseEventsBody(body, 'json', clock)
-      best = Math.min(best, performance.now() - start)
-      expect(outcome.ok).toBe(true)
-    }
-    // Typically 4–6 ms on the development machines; the bound leaves room for slow CI.
-    expect(best).toBeLessThan(50)
-  })
-})
-
 describe('property: any input gives a well-formed outcome', () => {
   // Strings that now and then hold NUL, lone surrogates and any other code point.
   const unit = fc.oneof(

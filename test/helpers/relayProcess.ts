@@ -50,26 +50,23 @@ export async function startRelayProcess(env: Record<string, string> = {}, opts: 
   child.stderr!.setEncoding('utf8')
   child.stderr!.on('data', (c: string) => (stderr += c))
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
-  let done = false
-  void exited.then(() => (done = true))
-  const listening = await waitFor(
-    () => {
-      if (done) throw new Error(`relay exited during start-up: ${stderr}${JSON.stringify(logs.slice(-5))}`)
-      return logs.find((l) => l.msg === 'listening')
-    },
-    'the relay to listen',
-    30_000,
-  ).catch((err) => {
+  // Start-up fails fast when the process exits instead of listening.
+  const exitedEarly = exited.then(() => {
+    throw new Error(`relay exited during start-up: ${stderr}${JSON.stringify(logs.slice(-5))}`)
+  })
+  exitedEarly.catch(() => {})
+  let port = 0
+  let url = ''
+  try {
+    const listening = await Promise.race([waitFor(() => logs.find((l) => l.msg === 'listening'), 'the relay to listen', 30_000), exitedEarly])
+    port = Number(listening.port)
+    url = `http://127.0.0.1:${port}`
+    if (opts.waitReady !== false) {
+      await Promise.race([waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, 'the relay to be ready', 60_000, 50), exitedEarly])
+    }
+  } catch (err) {
     child.kill('SIGKILL')
     throw err
-  })
-  const port = Number(listening.port)
-  const url = `http://127.0.0.1:${port}`
-  if (opts.waitReady !== false) {
-    await waitFor(async () => {
-      if (done) throw new Error(`relay exited during start-up: ${stderr}${JSON.stringify(logs.slice(-5))}`)
-      return (await fetch(`${url}/readyz`)).status === 200
-    }, 'the relay to be ready', 60_000, 50)
   }
   return { child, port, url, dataDir, logs, stderr: () => stderr, exited, kill: (s = 'SIGTERM') => void child.kill(s) }
 }

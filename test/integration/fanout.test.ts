@@ -1,0 +1,81 @@
+import { randomBytes } from 'node:crypto'
+import { connect, type Socket } from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DashboardClient, seqProblems } from '../helpers/dashboard.js'
+import { startInProcessRelay, type InProcessRelay } from '../helpers/inProcessRelay.js'
+import { postEvents } from '../helpers/relayProcess.js'
+import { waitFor } from '../helpers/wait.js'
+
+/** A dashboard that completes the WebSocket handshake and then never reads a byte. */
+async function stalledClient(port: number): Promise<Socket> {
+  const socket = connect(port, '127.0.0.1')
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve)
+    socket.once('error', reject)
+  })
+  socket.on('error', () => {})
+  socket.write(
+    `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  )
+  await new Promise<void>((resolve) => socket.once('data', () => resolve()))
+  socket.pause()
+  return socket
+}
+
+async function metric(url: string, pattern: RegExp): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text()
+  return Number(pattern.exec(text)?.[1] ?? 0)
+}
+
+describe('WebSocket fan-out', () => {
+  let r: InProcessRelay
+  beforeAll(async () => {
+    r = await startInProcessRelay({ WS_CLIENT_MAX_BUFFER_BYTES: '262144' })
+  })
+  afterAll(async () => {
+    await r.stop()
+  })
+
+  it('a stalled client is closed at its bound while 20,000 events reach every other client', async () => {
+    const others = [new DashboardClient(r.url), new DashboardClient(r.url), new DashboardClient(r.url)]
+    await Promise.all(others.map((c) => c.opened))
+    const stalled = await stalledClient(r.relay.port)
+    await waitFor(() => r.relay.hub.clientCount === 4, 'four clients attached')
+    const padding = 'p'.repeat(1000) // ~20 MB in all: far past any socket buffer
+    for (let sent = 0; sent < 20_000; sent += 500) {
+      const batch = Array.from({ length: 500 }, (_, i) => ({ event_type: 'load', source: 'fanout-test', data: { i: sent + i, padding } }))
+      const res = await postEvents(r.url, batch)
+      expect(res.status).toBe(202)
+    }
+    for (const c of others) await c.waitForCount(20_000, 60_000)
+    for (const c of others) {
+      expect(c.events).toHaveLength(20_000)
+      expect(seqProblems(c.events)).toEqual([])
+    }
+    expect(await metric(r.url, /relay_ws_clients_dropped_total\{reason="slow"\} (\d+)/)).toBe(1)
+    await waitFor(() => r.relay.hub.clientCount === 3, 'the stalled client to be gone')
+    stalled.destroy()
+    for (const c of others) c.close()
+  })
+
+  it('rejects a malformed ?since= with 400', async () => {
+    const socket = connect(r.relay.port, '127.0.0.1')
+    socket.write(`GET /ws?since=-3 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`)
+    const reply = await new Promise<string>((resolve) => socket.once('data', (d) => resolve(String(d))))
+    socket.destroy()
+    expect(reply).toMatch(/^HTTP\/1.1 400/)
+  })
+
+  it('/healthz, /readyz and /metrics answer while running', async () => {
+    expect((await fetch(`${r.url}/healthz`)).status).toBe(200)
+    const ready = await fetch(`${r.url}/readyz`)
+    expect(ready.status).toBe(200)
+    expect(await ready.json()).toMatchObject({ status: 'ready' })
+    const text = await (await fetch(`${r.url}/metrics`)).text()
+    for (const name of ['relay_events_accepted_total', 'relay_events_rejected_total', 'relay_events_delivered_total', 'relay_ws_clients', 'relay_queue_depth', 'relay_flush_duration_seconds', 'relay_machine_state']) {
+      expect(text).toContain(name)
+    }
+    expect(text).toMatch(/relay_machine_state\{machine="supervisor",state="running\.[a-z]+"\} 1/)
+  })
+})

@@ -72,8 +72,9 @@ type ScanItem =
   | { kind: 'record'; end: number; events: StoredEvent[] }
   | { kind: 'bad'; offset: number; reason: string }
 
-const HEADER_BYTES = 8
-const MAX_RECORD_BYTES = 1 << 30
+/** Record framing, shared with the DLQ (src/dlq.ts): [u32 LE length][u32 LE crc32(payload)][payload]. */
+export const HEADER_BYTES = 8
+export const MAX_RECORD_BYTES = 1 << 30
 const READ_CHUNK_BYTES = 1 << 20
 const SEGMENT_NAME = /^(\d{20})\.wal$/
 const CHECKPOINT = 'checkpoint.json'
@@ -409,7 +410,7 @@ export class Wal {
   }
 }
 
-function encodeRecord(payload: Buffer): Buffer {
+export function encodeRecord(payload: Buffer): Buffer {
   if (payload.length > MAX_RECORD_BYTES) throw new RangeError(`record of ${payload.length} bytes exceeds ${MAX_RECORD_BYTES}`)
   const record = Buffer.allocUnsafe(HEADER_BYTES + payload.length)
   record.writeUInt32LE(payload.length, 0)
@@ -460,7 +461,7 @@ function decodeEvents(payload: Buffer, prevSeq: number): StoredEvent[] {
 }
 
 /** Reads byte ranges of a file through a 1 MiB window, so scanning small records is cheap. */
-class ChunkedReader {
+export class ChunkedReader {
   private buf = Buffer.alloc(0)
   private start = 0
 
@@ -513,7 +514,7 @@ async function readCheckpoint(dir: string): Promise<number> {
 }
 
 /** Makes a created, renamed or deleted directory entry durable. */
-async function syncDir(dir: string): Promise<void> {
+export async function syncDir(dir: string): Promise<void> {
   const fh = await open(dir, 'r')
   try {
     await fh.sync()

@@ -28,15 +28,22 @@ export const defaultRateThresholds: RateThresholds = { mediumAbove: 10, highAbov
 
 export const defaultRetryPolicy: RetryPolicy = { baseMs: 100, maxMs: 5_000 }
 
-/** `flushBatch` takes up to `max` events off this flusher's queue (in src/) and writes them. */
-export interface FlushBatchInput { max: number }
+/**
+ * `flushBatch` takes up to `max` events off flusher `name`'s queue (in src/) and writes them,
+ * retrying by src's policy; `draining` asks for a short, single-attempt policy. A rejection
+ * gives the batch up to `deadLetter`, which moves the same oldest `max` events to the DLQ.
+ */
+export interface FlushBatchInput { name: string; max: number; draining: boolean }
 export interface FlushBatchOutput { flushed: number; durationMs?: number }
+export interface DeadLetterInput { name: string; max: number; error: string }
+export interface DeadLetterOutput { moved: number }
 
 export type BatchFlusherEvent = { type: 'events.added'; count: number } | { type: 'drain' }
 
 export type BatchFlusherEmitted =
   | { type: 'batch.flushed'; name: string; count: number; durationMs?: number }
   | { type: 'batch.failed'; name: string; error: string; attempt: number }
+  | { type: 'batch.deadLettered'; name: string; count: number; error: string }
   | { type: 'profile.changed'; name: string; from: ProfileName; to: ProfileName; rate: number }
 
 export interface BatchFlusherOutput { name: string; flushedTotal: number }
@@ -46,6 +53,8 @@ export interface BatchFlusherContext extends BatchFlusherInput {
   flushIntervalMs: number
   /** Events queued in src/ and not yet written. */
   pending: number
+  /** The `max` of the batch last handed to flushBatch: a failed batch is dead-lettered as that unit. */
+  batchMax: number
   addedInWindow: number
   /** Events/s measured over the last rate window. */
   lastRate: number
@@ -54,6 +63,10 @@ export interface BatchFlusherContext extends BatchFlusherInput {
   drainRequested: boolean
   flushedTotal: number
 }
+
+const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error))
+const flushInput = (c: BatchFlusherContext, draining: boolean): FlushBatchInput => ({ name: c.name, max: c.batchMax, draining })
+const deadLetterInput = (c: BatchFlusherContext): DeadLetterInput => ({ name: c.name, max: c.batchMax, error: c.lastError ?? '' })
 
 const rateOf = (c: BatchFlusherContext): number => c.addedInWindow / (c.rate.windowMs / 1000)
 
@@ -79,26 +92,31 @@ export const batchFlusherMachine = setup({
     flushBatch: fromPromise<FlushBatchOutput, FlushBatchInput>(async () => {
       throw new Error('flushBatch not provided')
     }),
+    deadLetter: fromPromise<DeadLetterOutput, DeadLetterInput>(async () => {
+      throw new Error('deadLetter not provided')
+    }),
   },
   actions: {
     addPending: assign(({ context }, { count }: { count: number }) => ({ pending: context.pending + count })),
     countForRate: assign(({ context }, { count }: { count: number }) => ({ addedInWindow: context.addedInWindow + count })),
     markDrainRequested: assign({ drainRequested: true }),
+    startBatch: assign({ batchMax: ({ context }) => context.batchSize }),
     recordFlush: enqueueActions(({ context, enqueue }, { flushed, durationMs }: FlushBatchOutput) => {
-      enqueue.assign({
-        pending: Math.max(0, context.pending - flushed),
-        flushedTotal: context.flushedTotal + flushed,
-        attempt: 0,
-        lastError: null,
-      })
+      enqueue.assign({ pending: Math.max(0, context.pending - flushed), flushedTotal: context.flushedTotal + flushed, attempt: 0, lastError: null })
       enqueue.emit({ type: 'batch.flushed', name: context.name, count: flushed, ...(durationMs === undefined ? {} : { durationMs }) })
     }),
     recordFailure: enqueueActions(({ context, enqueue }, { error }: { error: unknown }) => {
       // Context stays serialisable: keep the message, not the Error.
-      const message = error instanceof Error ? error.message : String(error)
+      const message = messageOf(error)
       enqueue.assign({ attempt: context.attempt + 1, lastError: message })
       enqueue.emit({ type: 'batch.failed', name: context.name, error: message, attempt: context.attempt + 1 })
     }),
+    // The batch is given up on, so the next one starts afresh; lastError stays until a flush succeeds.
+    recordDeadLetter: enqueueActions(({ context, enqueue }, { moved }: DeadLetterOutput) => {
+      enqueue.assign({ pending: Math.max(0, context.pending - moved), attempt: 0 })
+      enqueue.emit({ type: 'batch.deadLettered', name: context.name, count: moved, error: context.lastError ?? '' })
+    }),
+    recordDeadLetterFailure: assign((_, { error }: { error: unknown }) => ({ lastError: messageOf(error) })),
     applyRate: enqueueActions(({ context, enqueue }, { from, to }: Switch) => {
       const rate = rateOf(context)
       const { batchSize, flushIntervalMs } = context.profiles[to]
@@ -127,6 +145,7 @@ export const batchFlusherMachine = setup({
     batchSize: input.profiles.low.batchSize,
     flushIntervalMs: input.profiles.low.flushIntervalMs,
     pending: 0,
+    batchMax: input.profiles.low.batchSize,
     addedInWindow: 0,
     lastRate: 0,
     attempt: 0,
@@ -156,20 +175,39 @@ export const batchFlusherMachine = setup({
           on: { drain: 'draining' },
         },
         flushing: {
+          entry: 'startBatch',
           invoke: {
             id: 'flushBatch',
             src: 'flushBatch',
-            input: ({ context }) => ({ max: context.batchSize }),
+            input: ({ context }) => flushInput(context, false),
             onDone: [
               { guard: 'isDrainRequested', target: 'draining', actions: { type: 'recordFlush', params: ({ event }) => event.output } },
               { target: 'collecting', actions: { type: 'recordFlush', params: ({ event }) => event.output } },
             ],
+            // src already retried it: the batch goes to the dead-letter queue.
             onError: [
-              { guard: 'isDrainRequested', target: 'draining.retrying', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error }) } },
-              { target: 'retrying', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error }) } },
+              { guard: 'isDrainRequested', target: 'draining.deadLettering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error }) } },
+              { target: 'deadLettering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error }) } },
             ],
           },
           // Never abandon an in-flight write: drain once it settles.
+          on: { drain: { actions: 'markDrainRequested' } },
+        },
+        deadLettering: {
+          invoke: {
+            id: 'deadLetter',
+            src: 'deadLetter',
+            input: ({ context }) => deadLetterInput(context),
+            onDone: [
+              { guard: 'isDrainRequested', target: 'draining', actions: { type: 'recordDeadLetter', params: ({ event }) => event.output } },
+              { target: 'collecting', actions: { type: 'recordDeadLetter', params: ({ event }) => event.output } },
+            ],
+            // The DLQ could not take it either (full, disk error): keep the batch and retry it later.
+            onError: [
+              { guard: 'isDrainRequested', target: 'draining.retrying', actions: { type: 'recordDeadLetterFailure', params: ({ event }) => ({ error: event.error }) } },
+              { target: 'retrying', actions: { type: 'recordDeadLetterFailure', params: ({ event }) => ({ error: event.error }) } },
+            ],
+          },
           on: { drain: { actions: 'markDrainRequested' } },
         },
         retrying: {
@@ -181,15 +219,25 @@ export const batchFlusherMachine = setup({
           always: { guard: 'isEmpty', target: 'drained' },
           states: {
             flushing: {
+              entry: 'startBatch',
               invoke: {
                 id: 'flushBatch',
                 src: 'flushBatch',
-                input: ({ context }) => ({ max: context.batchSize }),
+                input: ({ context }) => flushInput(context, true),
                 onDone: { target: 'flushing', reenter: true, actions: { type: 'recordFlush', params: ({ event }) => event.output } },
-                onError: { target: 'retrying', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error }) } },
+                onError: { target: 'deadLettering', actions: { type: 'recordFailure', params: ({ event }) => ({ error: event.error }) } },
               },
             },
-            // Retries forever for now; failed batches will go to the dead-letter queue.
+            deadLettering: {
+              invoke: {
+                id: 'deadLetter',
+                src: 'deadLetter',
+                input: ({ context }) => deadLetterInput(context),
+                onDone: { target: 'flushing', actions: { type: 'recordDeadLetter', params: ({ event }) => event.output } },
+                onError: { target: 'retrying', actions: { type: 'recordDeadLetterFailure', params: ({ event }) => ({ error: event.error }) } },
+              },
+            },
+            // Only when the DLQ fails too: nothing is dropped, so keep trying until the supervisor's timeout.
             retrying: { after: { retryDelay: 'flushing' } },
           },
         },

@@ -1,35 +1,70 @@
 import { assign, enqueueActions, fromCallback, fromPromise, setup } from 'xstate'
 import { batchFlusherMachine, type BatchFlusherInput, type BatchFlusherOutput } from './batchFlusher.js'
+import { circuitBreakerMachine, type CircuitBreakerInput } from './circuitBreaker.js'
+import { connectionMachine, type ConnectionInput } from './connection.js'
+import { dlqReplayerMachine, type DlqReplayerInput } from './dlqReplayer.js'
 
 /** A flusher the supervisor spawns once the relay runs; `id` is both its child id and systemId. */
 export interface FlusherSpec { id: string; input: BatchFlusherInput }
 
-export interface SupervisorInput { shutdownTimeoutMs: number; flushers: FlusherSpec[] }
+/** Another machine the supervisor spawns beside the flushers; `id` is both its child id and systemId. */
+export type ChildSpec =
+  | { id: string; src: 'connection'; input: ConnectionInput }
+  | { id: string; src: 'circuitBreaker'; input: CircuitBreakerInput }
+  | { id: string; src: 'dlqReplayer'; input: DlqReplayerInput }
+
+export interface SupervisorInput {
+  shutdownTimeoutMs: number
+  /** Bound on `flushingDlq`; 5 s when absent. */
+  dlqFlushTimeoutMs?: number
+  flushers: FlusherSpec[]
+  children?: ChildSpec[]
+}
+
+/** An outbound dependency whose health `running` shows; each has a region ('realtime' comes next). */
+export type Dependency = 'store' | 'realtime'
 
 /** Commands src/ sends (`actor.send(...)`). A second `shutdown` while shutting down is ignored. */
 export type SupervisorCommand = { type: 'shutdown'; reason?: string }
 
+/** Health reports src/ forwards (from the dependency's breaker and connection). */
+export type DependencyEvent =
+  | { type: 'dependency.degraded'; dependency: Dependency; reason: string }
+  | { type: 'dependency.healthy'; dependency: Dependency }
+
 /** What a flusher child reports when it has drained and completed. */
 export type FlusherDoneEvent = { type: `xstate.done.actor.${string}`; actorId: string; output: BatchFlusherOutput }
 
-export type SupervisorEvent = SupervisorCommand | FlusherDoneEvent
+/** What xstate delivers when a child (spawned or invoked) fails. */
+export type ChildErrorEvent = { type: `xstate.error.actor.${string}`; actorId: string; error: unknown }
+
+export type SupervisorEvent = SupervisorCommand | DependencyEvent | FlusherDoneEvent | ChildErrorEvent
 
 export type SupervisorOutput = { exitCode: 0 } | { exitCode: 1; error: string }
 
 export interface SupervisorContext {
   shutdownTimeoutMs: number
+  dlqFlushTimeoutMs: number
   flushers: FlusherSpec[]
+  children: ChildSpec[]
+  /** Why each degraded dependency is degraded; absent when healthy. */
+  degraded: Partial<Record<Dependency, string>>
   /** Ids of flushers that have drained and completed. */
   drained: string[]
-  /** The shutdown timed out before every flusher drained (acknowledged events stay in the WAL). */
+  /** Ids of children that failed; never waited for, never sent to. */
+  crashed: string[]
+  /** A bounded shutdown step timed out (acknowledged events stay in the WAL). */
   shutdownIncomplete: boolean
-  /** Failures of stopIngest/closeTransports: shutdown goes on, but they stay visible. */
+  /** Failures during shutdown: it goes on, but they stay visible. */
   shutdownErrors: string[]
-  /** Why start-up failed. */
+  /** Why the relay failed to start or had to stop (exit code 1). */
   error: string | null
 }
 
 const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error))
+
+// Every dependency region reacts only to the events about its own dependency.
+const aboutStore = { type: 'isAbout', params: { dependency: 'store' } } as const
 
 export const supervisorMachine = setup({
   types: {
@@ -47,69 +82,133 @@ export const supervisorMachine = setup({
     stopIngest: fromPromise<void>(async () => {
       throw new Error('stopIngest not provided')
     }),
+    /** Moves whatever is still in memory that the flushers could not write into the DLQ, and fsyncs it. */
+    flushDlq: fromPromise<void>(async () => {
+      throw new Error('flushDlq not provided')
+    }),
     closeTransports: fromPromise<void>(async () => {
       throw new Error('closeTransports not provided')
     }),
     /** Publishes relay.health while running; returns its cleanup. */
     healthReporter: fromCallback(() => {}),
     batchFlusher: batchFlusherMachine,
+    connection: connectionMachine,
+    circuitBreaker: circuitBreakerMachine,
+    dlqReplayer: dlqReplayerMachine,
   },
   actions: {
-    spawnFlushers: enqueueActions(({ context, enqueue }) => {
+    spawnChildren: enqueueActions(({ context, enqueue }) => {
+      for (const child of context.children) {
+        // One branch per src, so each spawnChild checks its input against that machine's.
+        const options = { id: child.id, systemId: child.id }
+        if (child.src === 'connection') enqueue.spawnChild('connection', { ...options, input: child.input })
+        else if (child.src === 'circuitBreaker') enqueue.spawnChild('circuitBreaker', { ...options, input: child.input })
+        else enqueue.spawnChild('dlqReplayer', { ...options, input: child.input })
+      }
       for (const { id, input } of context.flushers) enqueue.spawnChild('batchFlusher', { id, systemId: id, input })
     }),
     drainFlushers: enqueueActions(({ context, enqueue, system }) => {
       for (const { id } of context.flushers) {
-        const flusher = system.get(id)
+        const flusher = context.crashed.includes(id) ? undefined : system.get(id)
         if (flusher) enqueue.sendTo(flusher, { type: 'drain' })
+      }
+    }),
+    stopConnections: enqueueActions(({ context, enqueue, system }) => {
+      for (const { id, src } of context.children) {
+        const connection = src === 'connection' && !context.crashed.includes(id) ? system.get(id) : undefined
+        if (connection) enqueue.sendTo(connection, { type: 'stop' })
       }
     }),
     markFlusherDrained: assign(({ context }, { id }: { id: string }) => ({
       drained: context.flushers.some((f) => f.id === id) && !context.drained.includes(id) ? [...context.drained, id] : context.drained,
     })),
+    markDegraded: assign(({ context }, { dependency, reason }: { dependency: Dependency; reason: string }) => ({
+      degraded: { ...context.degraded, [dependency]: reason },
+    })),
+    markHealthy: assign(({ context }, { dependency }: { dependency: Dependency }) => {
+      const { [dependency]: _, ...degraded } = context.degraded
+      return { degraded }
+    }),
     recordStartFailure: assign((_, { error }: { error: unknown }) => ({ error: messageOf(error) })),
+    recordCrash: assign(({ context }, { id, error }: { id: string; error: unknown }) => ({
+      error: `${id}: ${messageOf(error)}`,
+      crashed: [...context.crashed, id],
+    })),
+    recordShutdownCrash: assign(({ context }, { id, error }: { id: string; error: unknown }) => ({
+      shutdownErrors: [...context.shutdownErrors, `${id}: ${messageOf(error)}`],
+      crashed: [...context.crashed, id],
+    })),
     recordShutdownError: assign(({ context }, { error }: { error: unknown }) => ({ shutdownErrors: [...context.shutdownErrors, messageOf(error)] })),
     markShutdownIncomplete: assign({ shutdownIncomplete: true }),
   },
   guards: {
-    allFlushersDrained: ({ context }) => context.flushers.every((f) => context.drained.includes(f.id)),
+    // A crashed flusher will never complete: its events are left to flushDlq and the WAL.
+    allFlushersSettled: ({ context }) => context.flushers.every((f) => context.drained.includes(f.id) || context.crashed.includes(f.id)),
+    isAbout: ({ event }, { dependency }: { dependency: Dependency }) => 'dependency' in event && event.dependency === dependency,
   },
   delays: {
     shutdownTimeout: ({ context }) => context.shutdownTimeoutMs,
+    dlqFlushTimeout: ({ context }) => context.dlqFlushTimeoutMs,
   },
 }).createMachine({
   id: 'supervisor',
   context: ({ input }) => ({
     shutdownTimeoutMs: input.shutdownTimeoutMs,
+    dlqFlushTimeoutMs: input.dlqFlushTimeoutMs ?? 5_000,
     flushers: input.flushers,
+    children: input.children ?? [],
+    degraded: {},
     drained: [],
+    crashed: [],
     shutdownIncomplete: false,
     shutdownErrors: [],
     error: null,
   }),
   output: ({ context }) => (context.error === null ? { exitCode: 0 } : { exitCode: 1, error: context.error }),
   initial: 'starting',
+  // A child failing before shutdown is fatal, but ordered: drain, flush the DLQ, close, exit 1.
+  on: {
+    'xstate.error.actor.*': { target: '.shuttingDown', actions: { type: 'recordCrash', params: ({ event }) => ({ id: event.actorId, error: event.error }) } },
+  },
   states: {
     starting: {
       invoke: {
         id: 'startRelay',
         src: 'startRelay',
-        onDone: { target: 'running', actions: 'spawnFlushers' },
+        onDone: { target: 'running', actions: 'spawnChildren' },
         onError: { target: 'failed', actions: { type: 'recordStartFailure', params: ({ event }) => ({ error: event.error }) } },
       },
       // Nothing was accepted yet: only the transports need closing.
       on: { shutdown: 'shuttingDown.closingTransports' },
     },
     running: {
-      // Compound so later regions (store, realtime health) slot in beside `serving`.
-      initial: 'serving',
+      type: 'parallel',
       invoke: { id: 'healthReporter', src: 'healthReporter' },
-      states: { serving: {} },
+      states: {
+        store: {
+          initial: 'healthy',
+          states: {
+            healthy: {
+              on: { 'dependency.degraded': { guard: aboutStore, target: 'degraded', actions: { type: 'markDegraded', params: ({ event }) => event } } },
+            },
+            degraded: {
+              on: {
+                // A new reason (e.g. breaker open, then connection lost) replaces the old one.
+                'dependency.degraded': { guard: aboutStore, actions: { type: 'markDegraded', params: ({ event }) => event } },
+                'dependency.healthy': { guard: aboutStore, target: 'healthy', actions: { type: 'markHealthy', params: ({ event }) => event } },
+              },
+            },
+          },
+        },
+      },
       on: { shutdown: 'shuttingDown' },
     },
     shuttingDown: {
       initial: 'stoppingIngest',
-      on: { shutdown: {} },
+      on: {
+        shutdown: {},
+        'xstate.error.actor.*': { actions: { type: 'recordShutdownCrash', params: ({ event }) => ({ id: event.actorId, error: event.error }) } },
+      },
       states: {
         stoppingIngest: {
           invoke: {
@@ -121,12 +220,22 @@ export const supervisorMachine = setup({
         },
         drainingFlushers: {
           entry: 'drainFlushers',
-          always: { guard: 'allFlushersDrained', target: 'closingTransports' },
+          always: { guard: 'allFlushersSettled', target: 'flushingDlq' },
           on: { 'xstate.done.actor.*': { actions: { type: 'markFlusherDrained', params: ({ event }) => ({ id: event.actorId }) } } },
           // Acknowledged events are safe in the write-ahead log; the next start replays them.
-          after: { shutdownTimeout: { target: 'closingTransports', actions: 'markShutdownIncomplete' } },
+          after: { shutdownTimeout: { target: 'flushingDlq', actions: 'markShutdownIncomplete' } },
+        },
+        flushingDlq: {
+          invoke: {
+            id: 'flushDlq',
+            src: 'flushDlq',
+            onDone: 'closingTransports',
+            onError: { target: 'closingTransports', actions: { type: 'recordShutdownError', params: ({ event }) => ({ error: event.error }) } },
+          },
+          after: { dlqFlushTimeout: { target: 'closingTransports', actions: 'markShutdownIncomplete' } },
         },
         closingTransports: {
+          entry: 'stopConnections',
           invoke: {
             id: 'closeTransports',
             src: 'closeTransports',

@@ -8,6 +8,8 @@ import {
   type BatchFlusherEmitted,
   type BatchFlusherEvent,
   type BatchFlusherInput,
+  type DeadLetterInput,
+  type DeadLetterOutput,
   type FlushBatchInput,
   type FlushBatchOutput,
 } from '../../machines/batchFlusher.js'
@@ -16,14 +18,15 @@ import { MachineCoverage } from '../helpers/coverage.js'
 const coverage = new MachineCoverage(batchFlusherMachine)
 const settle = () => new Promise<void>((resolve) => setImmediate(resolve))
 
-/** A flushBatch actor whose every call the test settles by hand. */
-function controlledFlushes() {
-  type Call = { input: FlushBatchInput; signal: AbortSignal; settled: boolean; resolve: (o: FlushBatchOutput) => void; reject: (e: Error) => void }
-  const calls: Call[] = []
-  const logic = fromPromise<FlushBatchOutput, FlushBatchInput>(
+type Call<I, O> = { input: I; signal: AbortSignal; settled: boolean; resolve: (o: O) => void; reject: (e: Error) => void }
+
+/** A promise actor whose every call the test settles by hand. */
+function controlled<O, I>() {
+  const calls: Array<Call<I, O>> = []
+  const logic = fromPromise<O, I>(
     ({ input, signal }) =>
       new Promise((resolve, reject) => {
-        const call: Call = {
+        const call: Call<I, O> = {
           input,
           signal,
           settled: false,
@@ -35,7 +38,15 @@ function controlledFlushes() {
   )
   /** Calls still in flight: neither settled nor abandoned. */
   const live = () => calls.filter((c) => !c.settled && !c.signal.aborted)
-  return { calls, live, machine: batchFlusherMachine.provide({ actors: { flushBatch: logic } }) }
+  return { calls, live, logic }
+}
+
+/** flushBatch and deadLetter actors whose every call the test settles by hand. */
+function controlledFlushes() {
+  const flush = controlled<FlushBatchOutput, FlushBatchInput>()
+  const deadLetter = controlled<DeadLetterOutput, DeadLetterInput>()
+  const machine = batchFlusherMachine.provide({ actors: { flushBatch: flush.logic, deadLetter: deadLetter.logic } })
+  return { calls: flush.calls, live: flush.live, deadLetters: deadLetter.calls, liveDeadLetters: deadLetter.live, machine }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -86,8 +97,9 @@ const valueOf = (path: string[]): StateValue => path.reduceRight<StateValue | un
 const expectedDelays = (s: AnyMachineSnapshot) =>
   s.status !== 'active' ? [] : delayedEvents.filter((d) => s.matches(valueOf(d.path))).map((d) => d.delay).sort()
 
-/** The batch size the in-flight flush asked for (the profile may have changed since). */
-const inFlightMax = (s: AnyMachineSnapshot): number | undefined => s.children.flushBatch?.getSnapshot().input.max
+/** The batch size the in-flight flush (or dead-lettering of it) asked for (the profile may have changed since). */
+const inFlightMax = (s: AnyMachineSnapshot): number | undefined =>
+  (s.children.flushBatch ?? s.children.deadLetter)?.getSnapshot().input.max
 
 const behaviour = (s: AnyMachineSnapshot) => {
   const { pending, batchSize, flushIntervalMs, attempt, drainRequested, addedInWindow } = s.context
@@ -103,6 +115,12 @@ const modelEvents = (s: AnyMachineSnapshot): AnyEventObject[] => [
     ? [
         { type: 'xstate.done.actor.flushBatch', output: { flushed: Math.min(s.context.pending, inFlightMax(s)!) } },
         { type: 'xstate.error.actor.flushBatch', error: new Error('store down') },
+      ]
+    : []),
+  ...(s.children.deadLetter
+    ? [
+        { type: 'xstate.done.actor.deadLetter', output: { moved: Math.min(s.context.pending, inFlightMax(s)!) } },
+        { type: 'xstate.error.actor.deadLetter', error: new Error('dlq full') },
       ]
     : []),
   ...delayedEvents.map(({ type }) => ({ type })),
@@ -138,6 +156,7 @@ const flushes = controlledFlushes()
 
 async function replay(path: StatePath<AnyMachineSnapshot, AnyEventObject>): Promise<void> {
   flushes.calls.length = 0
+  flushes.deadLetters.length = 0
   const clock = new StepClock()
   const actor = createActor(flushes.machine, { input: modelInput, clock, inspect: coverage.inspect })
   actor.start()
@@ -148,9 +167,19 @@ async function replay(path: StatePath<AnyMachineSnapshot, AnyEventObject>): Prom
     else if (event.type === 'xstate.done.actor.flushBatch' || event.type === 'xstate.error.actor.flushBatch') {
       const [call, ...extra] = flushes.live()
       expect(extra, where).toHaveLength(0)
-      expect(call!.input, where).toEqual({ max: inFlightMax(before) })
+      expect(flushes.liveDeadLetters(), where).toHaveLength(0)
+      expect(call!.input, where).toEqual({ name: 'model', max: inFlightMax(before), draining: before.matches({ delivery: 'draining' }) })
       if (event.type === 'xstate.done.actor.flushBatch') call!.resolve(event.output)
       else call!.reject(new Error('store down'))
+      await settle()
+    } else if (event.type === 'xstate.done.actor.deadLetter' || event.type === 'xstate.error.actor.deadLetter') {
+      const [call, ...extra] = flushes.liveDeadLetters()
+      expect(extra, where).toHaveLength(0)
+      expect(flushes.live(), where).toHaveLength(0)
+      // The same batch the failed flush took, with that flush's error.
+      expect(call!.input, where).toEqual({ name: 'model', max: inFlightMax(before), error: 'store down' })
+      if (event.type === 'xstate.done.actor.deadLetter') call!.resolve(event.output)
+      else call!.reject(new Error('dlq full'))
       await settle()
     } else if (event.type.startsWith('xstate.after.')) {
       const delay = delayedEvents.find((d) => d.type === event.type)!.delay
@@ -190,26 +219,50 @@ const input = (over: Partial<BatchFlusherInput> = {}): BatchFlusherInput => ({
   ...over,
 })
 
-/** A queue in the test standing in for src/'s: flushBatch takes up to `max` from it. */
-function fakeQueue(failures = 0) {
-  const state = { queued: 0, written: 0, failuresLeft: failures, calls: [] as Array<{ at: number; max: number }> }
-  return (clock: SimulatedClock) => ({
-    state,
-    logic: fromPromise<FlushBatchOutput, FlushBatchInput>(async ({ input }) => {
-      state.calls.push({ at: clock.now(), max: input.max })
-      if (state.failuresLeft-- > 0) throw new Error('connection refused')
-      const flushed = Math.min(input.max, state.queued)
-      state.queued -= flushed
-      state.written += flushed
-      return { flushed }
-    }),
-  })
+interface Failures {
+  /** flushBatch rejections before writes succeed. */
+  flush?: number
+  /** deadLetter rejections before the DLQ takes batches. */
+  deadLetter?: number
 }
 
-function start(over: Partial<BatchFlusherInput> = {}, failures = 0) {
+/**
+ * A queue in the test standing in for src/'s: flushBatch writes up to `max` from it,
+ * deadLetter moves up to `max` of it to a dead-letter list.
+ */
+function fakeQueue(clock: SimulatedClock, failures: Failures) {
+  const state = {
+    queued: 0,
+    written: 0,
+    deadLettered: 0,
+    flushFailuresLeft: failures.flush ?? 0,
+    deadLetterFailuresLeft: failures.deadLetter ?? 0,
+    calls: [] as Array<{ at: number } & FlushBatchInput>,
+    deadLetterCalls: [] as Array<{ at: number } & DeadLetterInput>,
+  }
+  const flushBatch = fromPromise<FlushBatchOutput, FlushBatchInput>(async ({ input }) => {
+    state.calls.push({ at: clock.now(), ...input })
+    if (state.flushFailuresLeft-- > 0) throw new Error('connection refused')
+    const flushed = Math.min(input.max, state.queued)
+    state.queued -= flushed
+    state.written += flushed
+    return { flushed }
+  })
+  const deadLetter = fromPromise<DeadLetterOutput, DeadLetterInput>(async ({ input }) => {
+    state.deadLetterCalls.push({ at: clock.now(), ...input })
+    if (state.deadLetterFailuresLeft-- > 0) throw new Error('dlq full')
+    const moved = Math.min(input.max, state.queued)
+    state.queued -= moved
+    state.deadLettered += moved
+    return { moved }
+  })
+  return { state, machine: batchFlusherMachine.provide({ actors: { flushBatch, deadLetter } }) }
+}
+
+function start(over: Partial<BatchFlusherInput> = {}, failures: Failures = {}) {
   const clock = new SimulatedClock()
-  const queue = fakeQueue(failures)(clock)
-  const actor = createActor(batchFlusherMachine.provide({ actors: { flushBatch: queue.logic } }), { input: input(over), clock, inspect: coverage.inspect })
+  const queue = fakeQueue(clock, failures)
+  const actor = createActor(queue.machine, { input: input(over), clock, inspect: coverage.inspect })
   const emitted: BatchFlusherEmitted[] = []
   actor.on('*', (e) => emitted.push(e))
   actor.start()
@@ -270,20 +323,141 @@ describe('batchFlusher scenarios', () => {
     actor.stop()
   })
 
-  it('retries a failed flush with growing delay and loses nothing', async () => {
-    const { actor, emitted, add, advance, queue } = start({ retry: { baseMs: 100, maxMs: 400 } }, 4)
+  it('a flush that rejects moves the batch to deadLettering and on to idle, emitting batch.deadLettered', async () => {
+    const flushes = controlledFlushes()
+    const actor = createActor(flushes.machine, { input: input(), clock: new SimulatedClock(), inspect: coverage.inspect })
+    const emitted: BatchFlusherEmitted[] = []
+    actor.on('*', (e) => emitted.push(e))
+    actor.start()
+    actor.send({ type: 'events.added', count: 10 }) // a full low batch: flushes at once
+    expect(flushes.calls.map((c) => c.input)).toEqual([{ name: 'store', max: 10, draining: false }])
+    flushes.calls[0]!.reject(new Error('breaker open'))
+    await settle()
+    expect(actor.getSnapshot().matches({ delivery: 'deadLettering' })).toBe(true)
+    expect(actor.getSnapshot().context).toMatchObject({ pending: 10, attempt: 1, lastError: 'breaker open' })
+    expect(flushes.deadLetters.map((c) => c.input)).toEqual([{ name: 'store', max: 10, error: 'breaker open' }])
+    actor.send({ type: 'events.added', count: 2 }) // still counted while the DLQ write is in flight
+
+    flushes.deadLetters[0]!.resolve({ moved: 10 })
+    await settle()
+    expect(actor.getSnapshot().matches({ delivery: 'collecting' })).toBe(true)
+    expect(actor.getSnapshot().context).toMatchObject({ pending: 2, attempt: 0, flushedTotal: 0 })
+    expect(emitted.filter((e) => e.type.startsWith('batch.'))).toEqual([
+      { type: 'batch.failed', name: 'store', error: 'breaker open', attempt: 1 },
+      { type: 'batch.deadLettered', name: 'store', count: 10, error: 'breaker open' },
+    ])
+    actor.stop()
+
+    // Exactly one batch pending: dead-lettering it leaves the flusher idle.
+    const again = controlledFlushes()
+    const idle = createActor(again.machine, { input: input(), inspect: coverage.inspect }).start()
+    idle.send({ type: 'events.added', count: 10 })
+    again.calls[0]!.reject(new Error('breaker open'))
+    await settle()
+    again.deadLetters[0]!.resolve({ moved: 10 })
+    await settle()
+    expect(idle.getSnapshot().matches({ delivery: 'idle' })).toBe(true)
+    expect(idle.getSnapshot().context.pending).toBe(0)
+    idle.stop()
+  })
+
+  it('retries with growing delay while the DLQ cannot take a failed batch, and loses nothing', async () => {
+    const { actor, emitted, add, advance, queue } = start({ retry: { baseMs: 100, maxMs: 400 } }, { flush: 4, deadLetter: 4 })
     add(10) // a full low batch: flushes at once
     await advance(2000)
     expect(queue.calls.map((c) => c.at)).toEqual([0, 100, 300, 700, 1100])
+    expect(queue.deadLetterCalls.map((c) => c.at)).toEqual([0, 100, 300, 700])
     const failed = emitted.filter((e) => e.type === 'batch.failed')
     expect(failed.map((e) => [e.attempt, e.error])).toEqual([1, 2, 3, 4].map((n) => [n, 'connection refused']))
+    expect(emitted.some((e) => e.type === 'batch.deadLettered')).toBe(false)
     expect(actor.getSnapshot().context).toMatchObject({ pending: 0, attempt: 0, flushedTotal: 10, lastError: null })
     expect(queue.written).toBe(10)
     actor.stop()
   })
 
+  it('a deadLetter failure retries: the next flush fails too and the DLQ then takes the batch', async () => {
+    const { actor, emitted, add, advance, queue } = start({ retry: { baseMs: 100, maxMs: 400 } }, { flush: 2, deadLetter: 1 })
+    add(10)
+    await settle()
+    expect(actor.getSnapshot().matches({ delivery: 'retrying' })).toBe(true)
+    expect(actor.getSnapshot().context).toMatchObject({ attempt: 1, lastError: 'dlq full' })
+    await advance(100)
+    expect(actor.getSnapshot().matches({ delivery: 'idle' })).toBe(true)
+    expect(queue.calls.map((c) => c.at)).toEqual([0, 100])
+    expect(queue.deadLetterCalls.map((c) => [c.at, c.max, c.error])).toEqual([
+      [0, 10, 'connection refused'],
+      [100, 10, 'connection refused'],
+    ])
+    expect(actor.getSnapshot().context).toMatchObject({ pending: 0, attempt: 0, flushedTotal: 0, lastError: 'connection refused' })
+    expect(emitted.filter((e) => e.type === 'batch.deadLettered')).toEqual([
+      { type: 'batch.deadLettered', name: 'store', count: 10, error: 'connection refused' },
+    ])
+    expect([queue.written, queue.deadLettered, queue.queued]).toEqual([0, 10, 0])
+    actor.stop()
+  })
+
+  it('draining with a failing sink ends drained with everything dead-lettered', async () => {
+    const { actor, emitted, add, advance, queue } = start({}, { flush: Infinity })
+    add(25) // a full low batch goes out at once; drain arrives while it is in flight
+    actor.send({ type: 'drain' })
+    await advance(100)
+    expect(actor.getSnapshot().status).toBe('done')
+    expect(actor.getSnapshot().value).toEqual({ delivery: 'drained', profile: 'stopped' })
+    expect(actor.getSnapshot().output).toEqual({ name: 'store', flushedTotal: 0 })
+    // Only the flush already in flight used the normal policy; the rest asked for the draining one.
+    expect(queue.calls.map((c) => c.draining)).toEqual([false, true, true])
+    expect(emitted.filter((e) => e.type === 'batch.deadLettered').map((e) => e.count)).toEqual([10, 10, 5])
+    expect([queue.written, queue.deadLettered, queue.queued]).toEqual([0, 25, 0])
+  })
+
+  it('drain while dead-lettering waits for the DLQ write, then drains with the draining policy', async () => {
+    const flushes = controlledFlushes()
+    const actor = createActor(flushes.machine, { input: input(), clock: new SimulatedClock(), inspect: coverage.inspect }).start()
+    actor.send({ type: 'events.added', count: 13 })
+    flushes.calls[0]!.reject(new Error('connection refused'))
+    await settle()
+    actor.send({ type: 'drain' })
+    expect(actor.getSnapshot().matches({ delivery: 'deadLettering' })).toBe(true)
+    expect(flushes.deadLetters[0]!.signal.aborted).toBe(false)
+    flushes.deadLetters[0]!.resolve({ moved: 10 })
+    await settle()
+    expect(actor.getSnapshot().matches({ delivery: { draining: 'flushing' } })).toBe(true)
+    expect(flushes.live().map((c) => c.input)).toEqual([{ name: 'store', max: 10, draining: true }])
+    flushes.live()[0]!.resolve({ flushed: 3 })
+    await settle()
+    expect(actor.getSnapshot().status).toBe('done')
+    expect(actor.getSnapshot().output).toEqual({ name: 'store', flushedTotal: 3 })
+  })
+
+  it('a DLQ failure after drain was requested retries within draining until the batch is out', async () => {
+    const flushes = controlledFlushes()
+    const clock = new SimulatedClock()
+    const actor = createActor(flushes.machine, { input: input({ retry: { baseMs: 100, maxMs: 400 } }), clock, inspect: coverage.inspect }).start()
+    actor.send({ type: 'events.added', count: 13 })
+    flushes.calls[0]!.reject(new Error('connection refused'))
+    await settle()
+    actor.send({ type: 'drain' })
+    flushes.deadLetters[0]!.reject(new Error('disk full'))
+    await settle()
+    expect(actor.getSnapshot().matches({ delivery: { draining: 'retrying' } })).toBe(true)
+    expect(actor.getSnapshot().context).toMatchObject({ pending: 13, attempt: 1, lastError: 'disk full' })
+    clock.increment(99)
+    expect(flushes.live()).toHaveLength(0)
+    clock.increment(1)
+    expect(flushes.live().map((c) => c.input)).toEqual([{ name: 'store', max: 10, draining: true }])
+    flushes.live()[0]!.reject(new Error('connection refused'))
+    await settle()
+    expect(actor.getSnapshot().matches({ delivery: { draining: 'deadLettering' } })).toBe(true)
+    flushes.liveDeadLetters()[0]!.resolve({ moved: 10 })
+    await settle()
+    flushes.live()[0]!.resolve({ flushed: 3 })
+    await settle()
+    expect(actor.getSnapshot().status).toBe('done')
+    expect(actor.getSnapshot().output).toEqual({ name: 'store', flushedTotal: 3 })
+  })
+
   it('counts events added while retrying and flushes them after recovery', async () => {
-    const { actor, add, advance, queue } = start({ retry: { baseMs: 100, maxMs: 400 } }, 1)
+    const { actor, add, advance, queue } = start({ retry: { baseMs: 100, maxMs: 400 } }, { flush: 1, deadLetter: 1 })
     add(10)
     await settle()
     expect(actor.getSnapshot().matches({ delivery: 'retrying' })).toBe(true)

@@ -1,33 +1,82 @@
 import { describe, expect, it } from 'vitest'
-import { createActor, fromCallback, fromPromise, SimulatedClock, type AnyEventObject, type AnyMachineSnapshot, type AnyStateMachine } from 'xstate'
+import {
+  createActor,
+  fromCallback,
+  fromPromise,
+  SimulatedClock,
+  type AnyActorRef,
+  type AnyEventObject,
+  type AnyMachineSnapshot,
+  type AnyStateMachine,
+} from 'xstate'
 import { getSimplePaths, type StatePath } from 'xstate/graph'
-import { batchFlusherMachine, defaultFlusherProfiles, defaultRateThresholds, type BatchFlusherInput, type FlushBatchInput, type FlushBatchOutput } from '../../machines/batchFlusher.js'
-import { supervisorMachine, type SupervisorInput } from '../../machines/supervisor.js'
+import {
+  batchFlusherMachine,
+  defaultFlusherProfiles,
+  defaultRateThresholds,
+  type BatchFlusherInput,
+  type DeadLetterInput,
+  type DeadLetterOutput,
+  type FlushBatchInput,
+  type FlushBatchOutput,
+} from '../../machines/batchFlusher.js'
+import { connectionMachine, type ProbeInput } from '../../machines/connection.js'
+import { supervisorMachine, type SupervisorContext, type SupervisorEvent, type SupervisorInput } from '../../machines/supervisor.js'
 import { MachineCoverage } from '../helpers/coverage.js'
 
 const coverage = new MachineCoverage(supervisorMachine)
 const settle = () => new Promise<void>((resolve) => setImmediate(resolve))
 
-const flusherInput = (name: string, batchSize: number): BatchFlusherInput => ({
+const flusherInput = (name: string): BatchFlusherInput => ({
   name,
-  profiles: { ...defaultFlusherProfiles, low: { batchSize, flushIntervalMs: 2000 } },
+  profiles: defaultFlusherProfiles,
   rate: defaultRateThresholds,
   retry: { baseMs: 100, maxMs: 5000 },
 })
-// Distinct low batch sizes let the test tell the two flushers' flushBatch calls apart.
+// Long poll/probe intervals: no child timer fires while the test moves the clock through the shutdown timeouts.
 const input: SupervisorInput = {
   shutdownTimeoutMs: 5000,
+  dlqFlushTimeoutMs: 3000,
   flushers: [
-    { id: 'storeFlusher', input: flusherInput('store', 3) },
-    { id: 'realtimeFlusher', input: flusherInput('realtime', 5) },
+    { id: 'storeFlusher', input: flusherInput('store') },
+    { id: 'realtimeFlusher', input: flusherInput('realtime') },
+  ],
+  children: [
+    { id: 'storeConnection', src: 'connection', input: { name: 'store', backoff: { baseMs: 250, capMs: 30_000 }, probeIntervalMs: 3_600_000 } },
+    { id: 'storeBreaker', src: 'circuitBreaker', input: { name: 'store' } },
+    { id: 'storeReplayer', src: 'dlqReplayer', input: { name: 'storeReplayer', sink: 'store', pollIntervalMs: 3_600_000 } },
   ],
 }
-const batchOf = (id: string) => input.flushers.find((f) => f.id === id)!.input.profiles.low.batchSize
+const flusherNamed = (id: string) => input.flushers.find((f) => f.id === id)!.input.name
 
-/** Provides every actor the supervisor names; each call waits for the test to settle it. */
+/**
+ * The connection machine with a connect that succeeds at once, a disconnect that logs, and a
+ * liveness probe the test can crash (its receiver throws), which fails the connection actor.
+ */
+function testConnection(log: string[]) {
+  const probes = new Map<string, AnyActorRef>()
+  const machine = connectionMachine.provide({
+    actors: {
+      connect: fromPromise<unknown, { name: string }>(async () => undefined),
+      disconnect: fromPromise<void, { name: string }>(async ({ input }) => void log.push(`disconnect:${input.name}`)),
+      probe: fromCallback<AnyEventObject, ProbeInput>(({ self, receive, input }) => {
+        receive((event) => {
+          if (event.type === 'crash') throw new Error('probe crashed')
+        })
+        probes.set(input.name, self)
+        return () => probes.delete(input.name)
+      }),
+    },
+  })
+  const crash = (name: string) => probes.get(name)!.send({ type: 'crash' })
+  return { machine, crash }
+}
+
+/** Provides every actor the supervisor names; each promise call waits for the test to settle it. */
 function harness() {
   type Call<O> = { src: string; input: unknown; signal: AbortSignal; settled: boolean; resolve: (o: O) => void; reject: (e: Error) => void }
   const calls: Array<Call<unknown>> = []
+  const log: string[] = []
   const health = { running: 0, started: 0 }
   const controlled = <O, I = unknown>(src: string) =>
     fromPromise<O, I>(
@@ -46,34 +95,61 @@ function harness() {
     )
   const live = (src: string, match: (input: unknown) => boolean = () => true) =>
     calls.filter((c) => c.src === src && !c.settled && !c.signal.aborted && match(c.input))
+  const connection = testConnection(log)
   const machine = supervisorMachine.provide({
     actors: {
       startRelay: controlled<void>('startRelay'),
       stopIngest: controlled<void>('stopIngest'),
+      flushDlq: controlled<void>('flushDlq'),
       closeTransports: controlled<void>('closeTransports'),
       healthReporter: fromCallback(() => {
         health.running++
         health.started++
         return () => void health.running--
       }),
-      batchFlusher: batchFlusherMachine.provide({ actors: { flushBatch: controlled<FlushBatchOutput, FlushBatchInput>('flushBatch') } }),
+      batchFlusher: batchFlusherMachine.provide({
+        actors: {
+          flushBatch: controlled<FlushBatchOutput, FlushBatchInput>('flushBatch'),
+          deadLetter: controlled<DeadLetterOutput, DeadLetterInput>('deadLetter'),
+        },
+      }),
+      connection: connection.machine,
     },
   })
   const reset = () => {
-    calls.length = 0
+    calls.length = log.length = 0
     health.running = health.started = 0
   }
-  return { machine, calls, live, health, reset }
+  return { machine, calls, live, log, health, crash: connection.crash, reset }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Model-based: every simple path of the statechart, replayed against the real actor.
 
-const invoked = ['startRelay', 'stopIngest', 'closeTransports'] as const
-const timeoutEvent = 'xstate.after.shutdownTimeout.supervisor.shuttingDown.drainingFlushers'
+const invoked = ['startRelay', 'stopIngest', 'flushDlq', 'closeTransports'] as const
+const timeouts: Record<string, number> = {
+  'xstate.after.shutdownTimeout.supervisor.shuttingDown.drainingFlushers': input.shutdownTimeoutMs,
+  'xstate.after.dlqFlushTimeout.supervisor.shuttingDown.flushingDlq': input.dlqFlushTimeoutMs!,
+}
+const crashing = 'storeConnection'
+const crashEvent = { type: `xstate.error.actor.${crashing}`, actorId: crashing, error: new Error('probe crashed') }
 
-const modelEvents = (s: AnyMachineSnapshot): AnyEventObject[] => [
+/**
+ * Two models share the shutdown: one with the store's health reports, one with a crashing child.
+ * They do not interact (a crash leaves running whatever the store's health), and together they
+ * keep the number of simple paths small enough to replay every one.
+ */
+type Model = 'health' | 'crash'
+
+const modelEvents = (model: Model) => (s: AnyMachineSnapshot): AnyEventObject[] => [
   { type: 'shutdown' },
+  // Events that leave the state as it is (another dependency's, a new reason) are checked in replay().
+  ...(model === 'health'
+    ? [
+        { type: 'dependency.degraded', dependency: 'store', reason: 'breakerOpen' },
+        { type: 'dependency.healthy', dependency: 'store' },
+      ]
+    : []),
   ...invoked
     .filter((id) => s.children[id])
     .flatMap((id) => [{ type: `xstate.done.actor.${id}` }, { type: `xstate.error.actor.${id}`, error: new Error(`${id} failed`) }]),
@@ -81,25 +157,57 @@ const modelEvents = (s: AnyMachineSnapshot): AnyEventObject[] => [
   ...(s.matches('shuttingDown')
     ? input.flushers.filter((f) => s.children[f.id]).map((f) => ({ type: `xstate.done.actor.${f.id}`, actorId: f.id, output: { name: f.input.name, flushedTotal: 1 } }))
     : []),
-  { type: timeoutEvent },
+  // The connection can crash once (its probe runs while connected), until it is told to stop.
+  ...(model === 'crash' && s.children[crashing] && !s.context.crashed.includes(crashing) && !s.matches({ shuttingDown: 'closingTransports' })
+    ? [crashEvent]
+    : []),
+  ...Object.keys(timeouts).map((type) => ({ type })),
 ]
 
-const paths = getSimplePaths(supervisorMachine as AnyStateMachine, { input, events: modelEvents, stopWhen: (s) => s.status !== 'active' })
+const simplePaths = (model: Model) =>
+  getSimplePaths(supervisorMachine as AnyStateMachine, {
+    input,
+    events: modelEvents(model),
+    stopWhen: (s) => s.status !== 'active',
+    // The specs and timeouts never change: leaving them out keeps the (often repeated) serialisation cheap.
+    serializeState: (s) => {
+      const { shutdownTimeoutMs, dlqFlushTimeoutMs, flushers, children, ...changing } = s.context as SupervisorContext
+      return JSON.stringify([s.value, s.status, changing])
+    },
+  })
+const paths = dedupe([...simplePaths('health'), ...simplePaths('crash')])
+
+/** Keeps only paths that are not a prefix of a longer one: replaying the longer one checks every step of both. */
+function dedupe<T extends StatePath<AnyMachineSnapshot, AnyEventObject>>(all: T[]): T[] {
+  const key = (p: T) => p.steps.map((s) => JSON.stringify(s.event)).join('\n') + '\n'
+  const kept: string[] = []
+  const out: T[] = []
+  for (const p of [...all].sort((a, b) => b.steps.length - a.steps.length)) {
+    const k = key(p)
+    if (kept.some((longer) => longer.startsWith(k))) continue
+    kept.push(k)
+    out.push(p)
+  }
+  return out
+}
 const h = harness()
 
 async function replay(path: StatePath<AnyMachineSnapshot, AnyEventObject>): Promise<void> {
   h.reset()
   const clock = new SimulatedClock()
   const actor = createActor(h.machine, { systemId: 'supervisor', input, clock, inspect: coverage.inspect }).start()
+  let connected = false
   for (const [i, { event, state }] of path.steps.entries()) {
     const where = `step ${i}: ${JSON.stringify(event)}`
     const [, src] = /^xstate\.(?:done|error)\.actor\.(.+)$/.exec(event.type) ?? []
-    if (event.type === 'shutdown') actor.send({ type: 'shutdown' })
-    else if (event.type === timeoutEvent) clock.increment(input.shutdownTimeoutMs)
+    if (event.type === 'shutdown' || event.type.startsWith('dependency.')) actor.send(event as Parameters<typeof actor.send>[0])
+    else if (event.type in timeouts) clock.increment(timeouts[event.type]!)
+    else if (src === crashing) h.crash('store')
     else if (src && input.flushers.some((f) => f.id === src)) {
       // Complete that flusher's drain: its one in-flight flush writes the one pending event.
-      const [flush, ...extra] = h.live('flushBatch', (i) => (i as FlushBatchInput).max === batchOf(src))
+      const [flush, ...extra] = h.live('flushBatch', (i) => (i as FlushBatchInput).name === flusherNamed(src))
       expect(extra, where).toHaveLength(0)
+      expect(flush!.input, where).toMatchObject({ draining: true })
       flush!.resolve({ flushed: 1 })
     } else if (src) {
       const [call, ...extra] = h.live(src)
@@ -108,9 +216,12 @@ async function replay(path: StatePath<AnyMachineSnapshot, AnyEventObject>): Prom
       else call!.reject(new Error(`${src} failed`))
     }
     await settle()
-    // Entering running: give each flusher something to drain, so it completes only when told.
+    // Entering running: give each flusher something to drain, so it completes only when told; connect the connection.
     if (src === 'startRelay' && event.type.startsWith('xstate.done')) {
       for (const f of input.flushers) actor.system.get(f.id)!.send({ type: 'events.added', count: 1 })
+      actor.system.get(crashing)!.send({ type: 'connect' })
+      await settle()
+      connected = true
     }
     const snapshot = actor.getSnapshot()
     expect(snapshot.matches(state.value), `${where} → ${JSON.stringify(snapshot.value)}`).toBe(true)
@@ -119,21 +230,45 @@ async function replay(path: StatePath<AnyMachineSnapshot, AnyEventObject>): Prom
     expect(snapshot.context, where).toEqual(state.context)
     expect(snapshot.output, where).toEqual(state.output)
     expect(h.health.running, `${where}: health reporter runs only while running`).toBe(snapshot.matches('running') ? 1 : 0)
-    // A repeated shutdown leaves the model state as it is, so no path takes it: check it here.
+    // Connections are told to stop on entering closingTransports, not before; a crashed one is left alone.
+    const stopped = state.matches({ shuttingDown: 'closingTransports' }) || (state.matches('stopped') && h.calls.some((c) => c.src === 'closeTransports'))
+    expect(h.log, where).toEqual(connected && stopped && !state.context.crashed.includes(crashing) ? ['disconnect:store'] : [])
+    // Events that leave the model state as it is are never on a simple path: check them here.
+    if (state.matches('running')) {
+      const ignoredEvents: SupervisorEvent[] = [
+        { type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' },
+        { type: 'dependency.healthy', dependency: 'realtime' },
+        ...(state.matches({ running: { store: 'healthy' } }) ? [{ type: 'dependency.healthy', dependency: 'store' } as const] : []),
+      ]
+      for (const ignored of ignoredEvents) {
+        actor.send(ignored)
+        expect(actor.getSnapshot().value, `${where}: ${JSON.stringify(ignored)}`).toEqual(state.value)
+        expect(actor.getSnapshot().context, `${where}: ${JSON.stringify(ignored)}`).toEqual(state.context)
+      }
+      // While degraded, a new reason replaces the old one; the model's reason brings it back.
+      if (state.matches({ running: { store: 'degraded' } })) {
+        actor.send({ type: 'dependency.degraded', dependency: 'store', reason: 'connectionLost' })
+        expect(actor.getSnapshot().value, `${where}: new reason`).toEqual(state.value)
+        expect(actor.getSnapshot().context.degraded, `${where}: new reason`).toEqual({ store: 'connectionLost' })
+        actor.send({ type: 'dependency.degraded', dependency: 'store', reason: state.context.degraded.store })
+        expect(actor.getSnapshot().context, `${where}: old reason`).toEqual(state.context)
+      }
+    }
     if (state.matches('shuttingDown')) {
       actor.send({ type: 'shutdown' })
       expect(actor.getSnapshot().value, `${where}: second shutdown`).toEqual(state.value)
       expect(actor.getSnapshot().context, `${where}: second shutdown`).toEqual(state.context)
-      expect(h.live('stopIngest').length + h.live('closeTransports').length, where).toBeLessThanOrEqual(1)
+      expect(h.live('stopIngest').length + h.live('flushDlq').length + h.live('closeTransports').length, where).toBeLessThanOrEqual(1)
     }
   }
   actor.stop()
 }
 
 describe('supervisor (model-based)', () => {
-  it('the traversal reaches both final states', () => {
+  it('the traversal reaches both final states, and exit code 1 after a crash', () => {
     expect(paths.some((p) => p.state.matches('stopped'))).toBe(true)
     expect(paths.some((p) => p.state.matches('failed'))).toBe(true)
+    expect(paths.some((p) => p.state.matches('stopped') && p.state.output.exitCode === 1)).toBe(true)
   })
 
   it(`replays ${paths.length} simple paths against the real actor`, async () => {
@@ -142,48 +277,74 @@ describe('supervisor (model-based)', () => {
 })
 
 // ---------------------------------------------------------------------------------------------
-// Scenarios with real flushers.
+// Scenarios with real flushers and connections.
+
+interface RelayOptions {
+  failStart?: string
+  /** A flusher whose flushes never settle. */
+  stuckFlusher?: string
+  /** flushDlq never settles. */
+  stuckDlq?: boolean
+  /** The flusher with this name crashes on an `events.added` that lands after it was told to drain. */
+  crashingFlusher?: string
+}
 
 /** Everything succeeds at once; the log records the order of side effects. */
-function relay(options: { failStart?: string; stuckFlusher?: string } = {}) {
+function relay(options: RelayOptions = {}) {
   const log: string[] = []
-  const step = (name: string) =>
+  const step = (name: string, hang = false) =>
     fromPromise<void>(async () => {
       log.push(name)
       if (name === 'startRelay' && options.failStart) throw new Error(options.failStart)
+      if (hang) await new Promise<never>(() => {})
     })
-  // Which flusher is calling: told apart by batch size, as in the model test.
-  const flushBatch = fromPromise<FlushBatchOutput, FlushBatchInput>(({ input: { max } }) => {
-    const id = max === batchOf('storeFlusher') ? 'storeFlusher' : 'realtimeFlusher'
-    log.push(`flush:${id}`)
-    return id === options.stuckFlusher ? new Promise<never>(() => {}) : Promise.resolve({ flushed: Math.min(max, 1) })
+  const flushBatch = fromPromise<FlushBatchOutput, FlushBatchInput>(({ input: { name, max } }) => {
+    log.push(`flush:${name}`)
+    return name === options.stuckFlusher ? new Promise<never>(() => {}) : Promise.resolve({ flushed: Math.min(max, 1) })
   })
+  const connection = testConnection(log)
   const machine = supervisorMachine.provide({
     actors: {
       startRelay: step('startRelay'),
       stopIngest: step('stopIngest'),
+      flushDlq: step('flushDlq', options.stuckDlq),
       closeTransports: step('closeTransports'),
-      batchFlusher: batchFlusherMachine.provide({ actors: { flushBatch } }),
+      batchFlusher: batchFlusherMachine.provide({
+        actors: { flushBatch },
+        ...(options.crashingFlusher && {
+          actions: {
+            countForRate: ({ context }) => {
+              if (context.name === options.crashingFlusher && context.drainRequested) throw new Error('rate window overflowed')
+            },
+          },
+        }),
+      }),
+      connection: connection.machine,
     },
   })
   const clock = new SimulatedClock()
   const actor = createActor(machine, { systemId: 'supervisor', input, clock, inspect: coverage.inspect })
-  return { actor, clock, log }
+  return { actor, clock, log, crash: connection.crash }
 }
 
 describe('supervisor scenarios', () => {
-  it('starts, spawns the flushers under their systemId, and shuts down in order to exit code 0', async () => {
+  it('starts, spawns every child under its systemId, and shuts down in order to exit code 0', async () => {
     const { actor, log } = relay()
     actor.start()
     expect(actor.getSnapshot().matches('starting')).toBe(true)
     await settle()
-    expect(actor.getSnapshot().matches({ running: 'serving' })).toBe(true)
-    for (const { id } of input.flushers) {
-      const flusher = actor.system.get(id)
-      expect(flusher, id).toBeDefined()
-      expect(actor.getSnapshot().children[id]).toBe(flusher)
-      flusher.send({ type: 'events.added', count: 1 })
+    expect(actor.getSnapshot().matches({ running: { store: 'healthy' } })).toBe(true)
+    for (const id of [...input.flushers, ...input.children!].map((c) => c.id)) {
+      const child = actor.system.get(id)
+      expect(child, id).toBeDefined()
+      expect(actor.getSnapshot().children[id]).toBe(child)
     }
+    expect(actor.system.get('storeBreaker')!.getSnapshot().value).toBe('closed')
+    expect(actor.system.get('storeReplayer')!.getSnapshot().value).toBe('waiting')
+    for (const { id } of input.flushers) actor.system.get(id)!.send({ type: 'events.added', count: 1 })
+    actor.system.get('storeConnection')!.send({ type: 'connect' })
+    await settle()
+    expect(actor.system.get('storeConnection')!.getSnapshot().value).toBe('connected')
 
     actor.send({ type: 'shutdown' })
     actor.send({ type: 'shutdown' }) // idempotent
@@ -193,8 +354,9 @@ describe('supervisor scenarios', () => {
     expect(actor.getSnapshot().status).toBe('done')
     expect(actor.getSnapshot().matches('stopped')).toBe(true)
     expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
-    expect(actor.getSnapshot().context).toMatchObject({ drained: ['storeFlusher', 'realtimeFlusher'], shutdownIncomplete: false })
-    expect(log).toEqual(['startRelay', 'stopIngest', 'flush:storeFlusher', 'flush:realtimeFlusher', 'closeTransports'])
+    expect(actor.getSnapshot().context).toMatchObject({ drained: ['storeFlusher', 'realtimeFlusher'], shutdownIncomplete: false, shutdownErrors: [] })
+    // The connection is told to stop on entering closingTransports, before closeTransports runs.
+    expect(log).toEqual(['startRelay', 'stopIngest', 'flush:store', 'flush:realtime', 'flushDlq', 'disconnect:store', 'closeTransports'])
   })
 
   it('a start-up failure ends in failed with the message and exit code 1, spawning nothing', async () => {
@@ -205,10 +367,31 @@ describe('supervisor scenarios', () => {
     expect(actor.getSnapshot().context.error).toBe('migration 0002 failed')
     expect(actor.getSnapshot().output).toEqual({ exitCode: 1, error: 'migration 0002 failed' })
     expect(actor.system.get('storeFlusher')).toBeUndefined()
+    expect(actor.system.get('storeConnection')).toBeUndefined()
   })
 
-  it('closes transports after shutdownTimeout when a flusher never drains, marking the shutdown incomplete', async () => {
-    const { actor, clock, log } = relay({ stuckFlusher: 'realtimeFlusher' })
+  it('store health follows dependency.degraded / dependency.healthy and ignores other dependencies', async () => {
+    const { actor } = relay()
+    actor.start()
+    await settle()
+    const store = () => [actor.getSnapshot().matches({ running: { store: 'degraded' } }) ? 'degraded' : 'healthy', actor.getSnapshot().context.degraded]
+    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'channelClosed' })
+    expect(store()).toEqual(['healthy', {}])
+    actor.send({ type: 'dependency.degraded', dependency: 'store', reason: 'breakerOpen' })
+    expect(store()).toEqual(['degraded', { store: 'breakerOpen' }])
+    actor.send({ type: 'dependency.degraded', dependency: 'store', reason: 'connectionLost' })
+    expect(store()).toEqual(['degraded', { store: 'connectionLost' }])
+    actor.send({ type: 'dependency.healthy', dependency: 'realtime' })
+    expect(store()).toEqual(['degraded', { store: 'connectionLost' }])
+    actor.send({ type: 'dependency.healthy', dependency: 'store' })
+    expect(store()).toEqual(['healthy', {}])
+    actor.send({ type: 'shutdown' })
+    await settle()
+    expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
+  })
+
+  it('goes on to flushingDlq after shutdownTimeout when a flusher never drains, marking the shutdown incomplete', async () => {
+    const { actor, clock, log } = relay({ stuckFlusher: 'realtime' })
     actor.start()
     await settle()
     for (const { id } of input.flushers) actor.system.get(id)!.send({ type: 'events.added', count: 1 })
@@ -220,12 +403,75 @@ describe('supervisor scenarios', () => {
     clock.increment(input.shutdownTimeoutMs - 1)
     expect(actor.getSnapshot().matches({ shuttingDown: 'drainingFlushers' })).toBe(true)
     clock.increment(1)
+    expect(actor.getSnapshot().matches({ shuttingDown: 'flushingDlq' })).toBe(true)
+    expect(actor.getSnapshot().context.shutdownIncomplete).toBe(true)
+    await settle()
+    expect(actor.getSnapshot().matches('stopped')).toBe(true)
+    expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
+    expect(log.slice(-2)).toEqual(['flushDlq', 'closeTransports'])
+  })
+
+  it('closes transports after dlqFlushTimeout when flushDlq hangs, marking the shutdown incomplete', async () => {
+    const { actor, clock, log } = relay({ stuckDlq: true })
+    actor.start()
+    await settle()
+    actor.send({ type: 'shutdown' })
+    await settle()
+    expect(actor.getSnapshot().matches({ shuttingDown: 'flushingDlq' })).toBe(true)
+    expect(actor.getSnapshot().context.shutdownIncomplete).toBe(false)
+    clock.increment(input.dlqFlushTimeoutMs! - 1)
+    expect(actor.getSnapshot().matches({ shuttingDown: 'flushingDlq' })).toBe(true)
+    clock.increment(1)
     expect(actor.getSnapshot().matches({ shuttingDown: 'closingTransports' })).toBe(true)
     expect(actor.getSnapshot().context.shutdownIncomplete).toBe(true)
     await settle()
     expect(actor.getSnapshot().matches('stopped')).toBe(true)
     expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
-    expect(log.at(-1)).toBe('closeTransports')
+    expect(log).toEqual(['startRelay', 'stopIngest', 'flushDlq', 'closeTransports'])
+  })
+
+  it('a crashing child stops the relay in order and exits 1 with the error', async () => {
+    const { actor, log, crash } = relay()
+    actor.start()
+    await settle()
+    actor.system.get('storeConnection')!.send({ type: 'connect' })
+    await settle()
+    for (const { id } of input.flushers) actor.system.get(id)!.send({ type: 'events.added', count: 1 })
+
+    crash('store')
+    expect(actor.getSnapshot().matches({ shuttingDown: 'stoppingIngest' })).toBe(true)
+    expect(actor.getSnapshot().context).toMatchObject({ error: 'storeConnection: probe crashed', crashed: ['storeConnection'] })
+    await settle()
+    await settle()
+    expect(actor.getSnapshot().matches('stopped')).toBe(true)
+    expect(actor.getSnapshot().output).toEqual({ exitCode: 1, error: 'storeConnection: probe crashed' })
+    // Still drained and flushed; the crashed connection is not sent `stop`.
+    expect(log).toEqual(['startRelay', 'stopIngest', 'flush:store', 'flush:realtime', 'flushDlq', 'closeTransports'])
+  })
+
+  it('a child crashing during shutdown is recorded and not waited for; the exit code stays 0', async () => {
+    const { actor, clock, log } = relay({ stuckFlusher: 'store', crashingFlusher: 'store' })
+    actor.start()
+    await settle()
+    actor.system.get('realtimeFlusher')!.send({ type: 'events.added', count: 1 })
+    actor.system.get('storeFlusher')!.send({ type: 'events.added', count: 10 }) // a full batch: its flush hangs
+    actor.send({ type: 'shutdown' })
+    await settle()
+    expect(actor.getSnapshot().matches({ shuttingDown: 'drainingFlushers' })).toBe(true)
+    expect(actor.getSnapshot().context.drained).toEqual(['realtimeFlusher'])
+
+    actor.system.get('storeFlusher')!.send({ type: 'events.added', count: 1 }) // a late request lands; the flusher crashes
+    expect(actor.getSnapshot().matches({ shuttingDown: 'flushingDlq' })).toBe(true)
+    expect(actor.getSnapshot().context).toMatchObject({
+      crashed: ['storeFlusher'],
+      shutdownErrors: ['storeFlusher: rate window overflowed'],
+      shutdownIncomplete: false,
+      error: null,
+    })
+    await settle()
+    expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
+    expect(clock.now()).toBe(0)
+    expect(log.slice(-2)).toEqual(['flushDlq', 'closeTransports'])
   })
 
   it('without provided actors, start-up fails naming the missing one', async () => {

@@ -33,6 +33,19 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'WS_RING_SIZE', default: '10000', description: 'Recent events kept in memory for resuming clients (plus all not yet stored).' },
   { name: 'HEALTH_INTERVAL_MS', default: '10000', description: 'Period of the relay.health events (0 turns them off).' },
   { name: 'SHUTDOWN_TIMEOUT_MS', default: '10000', description: 'Bound on draining the flushers at shutdown.' },
+  { name: 'STORE_STATEMENT_TIMEOUT_MS', default: '5000', description: 'Postgres statement_timeout for the relay\'s queries; the client gives up 2 s later.' },
+  { name: 'STORE_PROBE_INTERVAL_MS', default: '2000', description: 'Liveness ping of the store connection; a failed or stalled ping opens the store breaker at once.' },
+  { name: 'CONNECTION_BACKOFF_BASE_MS', default: '250', description: 'Reconnect backoff base (exponential, full jitter).' },
+  { name: 'CONNECTION_BACKOFF_CAP_MS', default: '30000', description: 'Reconnect backoff cap.' },
+  { name: 'CONNECTION_MAX_ATTEMPTS', default: '0', description: 'Reconnect attempts before a connection is `failed` (0 = unlimited).' },
+  { name: 'BREAKER_FAILURE_RATE', default: '50', description: 'Percent of failed calls in the window that opens a breaker.' },
+  { name: 'BREAKER_WINDOW', default: '20', description: 'Sliding window: the last N calls.' },
+  { name: 'BREAKER_MIN_CALLS', default: '10', description: 'Calls in the window before the failure rate counts.' },
+  { name: 'BREAKER_SLOW_CALL_MS', default: '2000', description: 'A successful call slower than this counts as a failure.' },
+  { name: 'BREAKER_OPEN_MS', default: '10000', description: 'Cool-down of an open breaker before probing.' },
+  { name: 'BREAKER_HALF_OPEN_PROBES', default: '5', description: 'Probe calls in half-open; all must succeed to close.' },
+  { name: 'DLQ_MAX_BYTES', default: '1073741824', description: 'Dead-letter queue bound on disk; at 90 % ingest answers 429.' },
+  { name: 'DLQ_POLL_INTERVAL_MS', default: '1000', description: 'How often the DLQ replayer re-checks while waiting.' },
   { name: 'INSPECT_URL', default: '(unset)', description: 'WebSocket URL of a Stately inspector to stream every machine to.' },
 ]
 
@@ -59,6 +72,17 @@ export interface RelayConfig {
   ws: { clientMaxBufferBytes: number; ringSize: number }
   healthIntervalMs: number
   shutdownTimeoutMs: number
+  store: { statementTimeoutMs: number; probeIntervalMs: number }
+  connection: { backoffBaseMs: number; backoffCapMs: number; maxAttempts: number | undefined }
+  breaker: {
+    failureRateThreshold: number
+    slidingWindowSize: number
+    minimumNumberOfCalls: number
+    slowCallDurationMs: number
+    openDurationMs: number
+    halfOpenProbes: number
+  }
+  dlq: { maxBytes: number; pollIntervalMs: number }
   inspectUrl: string | undefined
 }
 
@@ -123,6 +147,27 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
     },
     healthIntervalMs: int('HEALTH_INTERVAL_MS', 0, 86_400_000, 10_000),
     shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 100, 3_600_000, 10_000),
+    store: {
+      statementTimeoutMs: int('STORE_STATEMENT_TIMEOUT_MS', 100, 600_000, 5000),
+      probeIntervalMs: int('STORE_PROBE_INTERVAL_MS', 100, 600_000, 2000),
+    },
+    connection: {
+      backoffBaseMs: int('CONNECTION_BACKOFF_BASE_MS', 1, 600_000, 250),
+      backoffCapMs: int('CONNECTION_BACKOFF_CAP_MS', 1, 3_600_000, 30_000),
+      maxAttempts: int('CONNECTION_MAX_ATTEMPTS', 0, 1_000_000, 0) || undefined,
+    },
+    breaker: {
+      failureRateThreshold: int('BREAKER_FAILURE_RATE', 1, 100, 50),
+      slidingWindowSize: int('BREAKER_WINDOW', 1, 10_000, 20),
+      minimumNumberOfCalls: int('BREAKER_MIN_CALLS', 1, 10_000, 10),
+      slowCallDurationMs: int('BREAKER_SLOW_CALL_MS', 1, 600_000, 2000),
+      openDurationMs: int('BREAKER_OPEN_MS', 1, 3_600_000, 10_000),
+      halfOpenProbes: int('BREAKER_HALF_OPEN_PROBES', 1, 1000, 5),
+    },
+    dlq: {
+      maxBytes: int('DLQ_MAX_BYTES', 1_048_576, Number.MAX_SAFE_INTEGER, 1_073_741_824),
+      pollIntervalMs: int('DLQ_POLL_INTERVAL_MS', 10, 600_000, 1000),
+    },
     inspectUrl,
   }
   if (config.batch.rate.highAbove < config.batch.rate.mediumAbove) {

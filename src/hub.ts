@@ -8,6 +8,8 @@ export interface HubOptions {
   /** Per-client bound on bytes queued for sending; past it the client is closed with 1013. */
   maxBufferBytes: number
   ringSize: number
+  /** Absolute bound on the recent buffer, however far behind the store is. */
+  ringHardMax?: number
   /** Stored events with seq > afterSeq, ascending (the store's readSince). */
   readSince: (afterSeq: number, limit: number) => Promise<StoredEvent[]>
   metrics: Metrics
@@ -49,7 +51,7 @@ export class Hub {
   private readonly delivered
 
   constructor(private readonly options: HubOptions) {
-    this.recent = new RecentEvents(options.ringSize)
+    this.recent = new RecentEvents(options.ringSize, options.ringHardMax)
     this.delivered = options.metrics.eventsDelivered.labels('websocket')
     this.pingTimer = setInterval(() => this.ping(), options.pingIntervalMs ?? 30_000)
     this.pingTimer.unref()

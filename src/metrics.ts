@@ -3,6 +3,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 /** One registry per relay, so several relays in one process (tests) never share counters. */
 export function createMetrics() {
   const registry = new Registry()
+  /** Gauges that mirror state kept elsewhere (the DLQ) are refreshed on every scrape. */
+  const hooks: { beforeCollect: () => void } = { beforeCollect: () => {} }
   collectDefaultMetrics({ register: registry, prefix: 'relay_process_' })
   const m = {
     registry,
@@ -41,6 +43,35 @@ export function createMetrics() {
       registers: [registry],
     }),
     walFsyncs: new Counter({ name: 'relay_wal_fsyncs_total', help: 'fsyncs of the write-ahead log (group commits).', registers: [registry] }),
+    eventsDeadLettered: new Counter({
+      name: 'relay_events_dead_lettered_total',
+      help: 'Events moved to the dead-letter queue, per sink.',
+      labelNames: ['sink'] as const,
+      registers: [registry],
+    }),
+    eventsReplayed: new Counter({
+      name: 'relay_events_replayed_total',
+      help: 'Events replayed from the dead-letter queue into their sink.',
+      labelNames: ['sink'] as const,
+      registers: [registry],
+    }),
+    hooks,
+    dlqDepth: new Gauge({
+      name: 'relay_dlq_depth',
+      help: 'Live (replayable) dead-letter entries.',
+      registers: [registry],
+      collect: () => hooks.beforeCollect(),
+    }),
+    dlqEvents: new Gauge({ name: 'relay_dlq_events', help: 'Events in live dead-letter entries.', registers: [registry] }),
+    dlqParked: new Gauge({ name: 'relay_dlq_parked', help: 'Parked (poison) dead-letter entries.', registers: [registry] }),
+    dlqOldestAge: new Gauge({ name: 'relay_dlq_oldest_age_seconds', help: 'Age of the oldest live dead-letter entry (0 when empty).', registers: [registry] }),
+    dlqBytes: new Gauge({ name: 'relay_dlq_bytes', help: 'Bytes of the dead-letter queue on disk.', registers: [registry] }),
+    dependencyHealthy: new Gauge({
+      name: 'relay_dependency_healthy',
+      help: 'Whether a dependency is healthy (1) or degraded (0), as the supervisor sees it.',
+      labelNames: ['dependency'] as const,
+      registers: [registry],
+    }),
     machineState: new Gauge({
       name: 'relay_machine_state',
       help: 'Current state of each machine in the actor system (1 = active).',

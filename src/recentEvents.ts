@@ -10,7 +10,8 @@ export class RecentEvents {
   private start = 0
   private committed = 0
 
-  constructor(private readonly minSize: number) {}
+  /** `hardMax` bounds memory even while the store is down (events then live in the DLQ too). */
+  constructor(private readonly minSize: number, private readonly hardMax = Number.POSITIVE_INFINITY) {}
 
   get size(): number {
     return this.items.length - this.start
@@ -48,7 +49,7 @@ export class RecentEvents {
   }
 
   private evict(): void {
-    while (this.size > this.minSize && this.items[this.start]!.seq <= this.committed) this.start++
+    while (this.size > this.minSize && (this.items[this.start]!.seq <= this.committed || this.size > this.hardMax)) this.start++
     // Compact lazily so eviction stays O(1) amortised.
     if (this.start > 4096 && this.start * 2 > this.items.length) {
       this.items = this.items.slice(this.start)

@@ -2,9 +2,13 @@ import { createServer, type Server } from 'node:http'
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Redacted } from 'effect'
-import { createActor, fromCallback, fromPromise, type Actor, type InspectionEvent } from 'xstate'
-import { batchFlusherMachine } from '../machines/batchFlusher.js'
+import { createActor, fromCallback, fromPromise, type Actor, type ActorRefFrom, type EventObject, type InspectionEvent } from 'xstate'
+import { batchFlusherMachine, type DeadLetterInput, type DeadLetterOutput, type FlushBatchInput, type FlushBatchOutput } from '../machines/batchFlusher.js'
+import { circuitBreakerMachine } from '../machines/circuitBreaker.js'
+import { connectionMachine, toConnectionFault, type ProbeInput } from '../machines/connection.js'
+import { dlqReplayerMachine } from '../machines/dlqReplayer.js'
 import { supervisorMachine } from '../machines/supervisor.js'
+import { adminRoutes } from './admin.js'
 import { LocalBus, type Bus } from './bus.js'
 import type { RelayConfig } from './config.js'
 import { validateEvents } from './event.js'
@@ -17,11 +21,18 @@ import { LocalSequencer, type Sequencer } from './sequencer.js'
 import { openStore } from './store/index.js'
 import type { Store } from './store/store.js'
 import { StoreQueue } from './storeQueue.js'
+import { DeadLetterQueue } from './dlq.js'
+import { STORE_SINK, StoreSink } from './storeSink.js'
 import { machineObserver } from './observe.js'
 import type { StoredEvent } from './types.js'
 import { Wal } from './wal.js'
 
 export const STORE_FLUSHER = 'storeFlusher'
+export const STORE_BREAKER = 'storeBreaker'
+export const STORE_CONNECTION = 'storeConnection'
+export const STORE_REPLAYER = 'storeDlqReplayer'
+/** Bound on moving what is left in memory into the DLQ at shutdown. */
+const DLQ_FLUSH_TIMEOUT_MS = 5000
 /** Replay the WAL into the store in chunks of this many events. */
 const REPLAY_CHUNK = 1000
 /** How often, at most, fully committed WAL segments are released. */
@@ -34,9 +45,12 @@ export interface RelayOptions {
   inspect?: (event: InspectionEvent) => void
 }
 
+type Breaker = ActorRefFrom<typeof circuitBreakerMachine>
+
 /**
  * The relay's runtime: the pieces the machines drive. The supervisor owns the lifecycle; this
- * class only provides the actors it invokes (start, stop ingest, flush, close) with real I/O.
+ * class only provides the actors it invokes and spawns (start, flush, dead-letter, replay, probe,
+ * close) with real I/O, and forwards what the children emit to whoever must react.
  */
 export class Relay {
   readonly metrics: Metrics = createMetrics()
@@ -46,11 +60,15 @@ export class Relay {
   readonly ingest: Ingest
   readonly server: Server
   readonly actor: Actor<typeof supervisorMachine>
+  readonly storeSink: StoreSink
   private store?: Store
   private wal?: Wal
+  private dlq?: DeadLetterQueue
   private sequencer?: Sequencer
-  private committedSeq = 0
+  /** Every event up to this seq has left the store queue (stored, or durable in the DLQ). */
+  private releasedSeq = 0
   private lastRelease = 0
+  private wired = false
   private readonly config: RelayConfig
   private readonly logger: Logger
 
@@ -61,6 +79,7 @@ export class Relay {
     this.hub = new Hub({
       maxBufferBytes: config.ws.clientMaxBufferBytes,
       ringSize: config.ws.ringSize,
+      ringHardMax: config.ws.ringSize + config.batch.maxPending,
       readSince: (after, limit) => this.requireStore().readSince(after, limit),
       metrics,
       logger,
@@ -70,7 +89,21 @@ export class Relay {
       append: (batch) => this.requireWal().append(batch),
       sequencer: () => this.sequencer ?? fail('sequencer used before start-up finished'),
       onDurable: (batch) => this.onDurable(batch),
-      overloaded: (incoming) => (this.queue.size + incoming > config.batch.maxPending ? 'store' : undefined),
+      overloaded: (incoming) => {
+        if (this.queue.size + incoming > config.batch.maxPending) return 'store'
+        if (this.dlq?.nearlyFull) return 'dead_letter_queue'
+        return undefined
+      },
+    })
+    this.storeSink = new StoreSink({
+      store: () => this.requireStore(),
+      dlq: () => this.requireDlq(),
+      queue: this.queue,
+      breaker: () => this.child<Breaker>(STORE_BREAKER),
+      metrics,
+      logger,
+      callTimeoutMs: config.store.statementTimeoutMs,
+      onReleased: (seq) => this.onReleased(seq),
     })
     const http = createHttpHandlers({
       ingest: this.ingest,
@@ -79,28 +112,50 @@ export class Relay {
       logger,
       ingestToken: config.ingestToken,
       readiness: () => this.readiness(),
+      routes: [
+        adminRoutes({
+          adminToken: config.adminToken,
+          machineStates: () => this.machineStates(),
+          dlq: () => this.dlq,
+          replayDlq: () => this.child(STORE_REPLAYER)?.send({ type: 'replay' }),
+        }),
+      ],
     })
     this.server = createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => void http.request(req, res))
     this.server.on('upgrade', http.upgrade)
+    metrics.hooks.beforeCollect = () => this.collectGauges()
 
     const observer = machineObserver({ logger, metrics, extra: options.inspect })
     this.actor = createActor(this.machine(), {
       systemId: 'supervisor',
       input: {
         shutdownTimeoutMs: config.shutdownTimeoutMs,
+        dlqFlushTimeoutMs: DLQ_FLUSH_TIMEOUT_MS,
         flushers: [
           {
             id: STORE_FLUSHER,
+            input: { name: STORE_SINK, profiles: config.batch.profiles, rate: config.batch.rate, retry: { baseMs: 100, maxMs: 5000 } },
+          },
+        ],
+        children: [
+          {
+            id: STORE_CONNECTION,
+            src: 'connection',
             input: {
-              name: 'store',
-              profiles: config.batch.profiles,
-              rate: config.batch.rate,
-              retry: { baseMs: 100, maxMs: 5000 },
+              name: STORE_SINK,
+              backoff: { baseMs: config.connection.backoffBaseMs, capMs: config.connection.backoffCapMs },
+              maxAttempts: config.connection.maxAttempts,
+              probeIntervalMs: config.store.probeIntervalMs,
             },
           },
+          { id: STORE_BREAKER, src: 'circuitBreaker', input: { name: STORE_SINK, ...config.breaker } },
+          { id: STORE_REPLAYER, src: 'dlqReplayer', input: { name: STORE_REPLAYER, sink: STORE_SINK, pollIntervalMs: config.dlq.pollIntervalMs, sinkHealthy: true } },
         ],
       },
       inspect: observer,
+    })
+    this.actor.subscribe((s) => {
+      if (!this.wired && s.matches('running')) this.wireChildren()
     })
   }
 
@@ -108,16 +163,20 @@ export class Relay {
   start(): Promise<void> {
     this.actor.start()
     return new Promise((resolve, reject) => {
-      const sub = this.actor.subscribe((s) => {
+      const check = (s: ReturnType<typeof this.actor.getSnapshot>) => {
         if (s.matches('running')) {
-          sub.unsubscribe()
           resolve()
-        } else if (s.status === 'done') {
-          sub.unsubscribe()
+          return true
+        }
+        if (s.status === 'done' || s.status === 'error') {
           const out = s.output as { error?: string } | undefined
           reject(new Error(out?.error ?? `supervisor stopped during start-up in ${JSON.stringify(s.value)}`))
+          return true
         }
-      })
+        return false
+      }
+      if (check(this.actor.getSnapshot())) return
+      const sub = this.actor.subscribe({ next: (s) => check(s) && sub.unsubscribe(), error: (err) => reject(err) })
     })
   }
 
@@ -135,10 +194,15 @@ export class Relay {
           resolve((s.output as { exitCode?: number } | undefined)?.exitCode ?? 1)
           return true
         }
+        if (s.status === 'error') {
+          this.logger.fatal({ err: String((s as { error?: unknown }).error) }, 'supervisor crashed')
+          resolve(1)
+          return true
+        }
         return false
       }
       if (check()) return
-      const sub = this.actor.subscribe({ next: () => check() && sub.unsubscribe(), complete: () => check() })
+      const sub = this.actor.subscribe({ next: () => check() && sub.unsubscribe(), complete: () => check(), error: () => check() })
     })
   }
 
@@ -161,24 +225,133 @@ export class Relay {
     return { ready: s.status === 'active' && s.matches('running'), state: s.value }
   }
 
+  /** The current state of every machine in the system, by systemId. */
+  machineStates(): Record<string, unknown> {
+    const out: Record<string, unknown> = {}
+    for (const [id, ref] of Object.entries(this.actor.system.getAll() as Record<string, { getSnapshot(): { value?: unknown; status?: string } }>)) {
+      const snap = ref.getSnapshot()
+      out[id] = snap.value ?? snap.status
+    }
+    return out
+  }
+
+  dlqStats() {
+    return this.dlq?.stats()
+  }
+
+  private child<T = { send(e: { type: string; [k: string]: unknown }): void }>(systemId: string): T | undefined {
+    return this.actor.system.get(systemId) as T | undefined
+  }
+
   private onDurable(batch: readonly StoredEvent[]): void {
     this.queue.push(batch)
     this.metrics.queueDepth.labels('store').set(this.queue.size)
     this.bus.publish(batch)
-    this.actor.system.get(STORE_FLUSHER)?.send({ type: 'events.added', count: batch.length })
+    this.child(STORE_FLUSHER)?.send({ type: 'events.added', count: batch.length })
+  }
+
+  private onReleased(seq: number): void {
+    this.releasedSeq = seq
+    this.metrics.queueDepth.labels('store').set(this.queue.size)
+    // Resuming clients read the store: only events known to be there may leave the recent buffer.
+    if ((this.dlq?.stats().depth ?? 0) === 0) this.hub.markCommitted(seq)
+    const now = Date.now()
+    if (now - this.lastRelease >= WAL_RELEASE_INTERVAL_MS) {
+      this.lastRelease = now
+      this.requireWal()
+        .release(seq)
+        .catch((err: Error) => this.logger.error({ err: err.message }, 'write-ahead log release failed'))
+    }
+    this.notifyDlqChanged()
+  }
+
+  private notifyDlqChanged(): void {
+    const depth = this.dlq?.stats().depth ?? 0
+    this.child(STORE_REPLAYER)?.send({ type: 'dlq.changed', depth })
+    if (depth === 0 && this.queue.size === 0) this.hub.markCommitted(this.releasedSeq)
+  }
+
+  /** Forwards what the store's connection, breaker and replayer emit to those who must react. */
+  private wireChildren(): void {
+    this.wired = true
+    const supervisor = this.actor
+    const breaker = this.child<Breaker>(STORE_BREAKER)
+    const connection = this.child<ActorRefFrom<typeof connectionMachine>>(STORE_CONNECTION)
+    const replayer = this.child<ActorRefFrom<typeof dlqReplayerMachine>>(STORE_REPLAYER)
+    breaker?.on('breaker.opened', (e) => {
+      this.logger.warn({ dependency: STORE_SINK, failureRate: e.failureRate }, 'store circuit breaker opened')
+      this.metrics.dependencyHealthy.labels(STORE_SINK).set(0)
+      supervisor.send({ type: 'dependency.degraded', dependency: STORE_SINK, reason: `circuit breaker open (failure rate ${e.failureRate}%)` })
+      replayer?.send({ type: 'sink.unhealthy' })
+    })
+    breaker?.on('breaker.halfOpened', () => {
+      this.logger.info({ dependency: STORE_SINK }, 'store circuit breaker half-open: probing')
+      // Replays are probes too: with no new traffic they are what closes the breaker again.
+      replayer?.send({ type: 'sink.healthy' })
+    })
+    breaker?.on('breaker.closed', (e) => {
+      this.logger.info({ dependency: STORE_SINK, failureRate: e.failureRate }, 'store circuit breaker closed')
+      this.metrics.dependencyHealthy.labels(STORE_SINK).set(1)
+      supervisor.send({ type: 'dependency.healthy', dependency: STORE_SINK })
+      replayer?.send({ type: 'sink.healthy' })
+    })
+    connection?.on('connection.lost', (e) => {
+      this.logger.warn({ dependency: STORE_SINK, code: e.code, message: e.message, attempt: e.attempt, retryInMs: e.retryInMs }, 'store connection lost')
+      // A failed or stalled ping is evidence enough: stop sending batches into it now.
+      if (breaker && !breaker.getSnapshot().matches('open')) breaker.send({ type: 'forceOpen' })
+    })
+    connection?.on('connection.established', (e) => this.logger.info({ dependency: STORE_SINK, attempt: e.attempt }, 'store connection established'))
+    connection?.on('connection.failed', (e) => this.logger.error({ dependency: STORE_SINK, code: e.code, message: e.message, attempts: e.attempts }, 'store connection failed; send retry via restart'))
+    replayer?.on('dlq.replayed', (e) => {
+      this.logger.info({ sink: e.sink, replayed: e.replayed, remaining: e.remaining }, 'dead-letter entries replayed')
+      this.notifyDlqChanged()
+    })
+    replayer?.on('dlq.parked', (e) => this.logger.error({ sink: e.sink, parked: e.parked, remaining: e.remaining }, 'dead-letter entries parked as poison'))
+    this.metrics.dependencyHealthy.labels(STORE_SINK).set(1)
+    connection?.send({ type: 'connect' })
+    this.notifyDlqChanged()
   }
 
   private machine() {
     const relay = this
+    const sink = this.storeSink
     return supervisorMachine.provide({
       actors: {
         startRelay: fromPromise(() => relay.startUp()),
         stopIngest: fromPromise(() => relay.ingest.stop()),
+        flushDlq: fromPromise(async () => {
+          const moved = await sink.deadLetterAll('relay shut down before the store took these events')
+          if (moved) relay.logger.warn({ moved }, 'events left in memory at shutdown moved to the dead-letter queue')
+        }),
         closeTransports: fromPromise(() => relay.closeAll()),
         healthReporter: fromCallback(() => relay.reportHealth()),
         batchFlusher: batchFlusherMachine.provide({
-          actors: { flushBatch: fromPromise(({ input }: { input: { max: number } }) => relay.flushToStore(input.max)) },
+          actors: {
+            flushBatch: fromPromise<FlushBatchOutput, FlushBatchInput>(({ input }) => sink.flush(input.max, input.draining)),
+            deadLetter: fromPromise<DeadLetterOutput, DeadLetterInput>(({ input }) => sink.deadLetter(input.max, input.error)),
+          },
         }),
+        connection: connectionMachine.provide({
+          actors: {
+            connect: fromPromise<unknown, { name: string }>(() => sink.ping()),
+            // The pool reconnects by itself; there is no session to tear down.
+            disconnect: fromPromise<void, { name: string }>(async () => undefined),
+            probe: fromCallback<EventObject, ProbeInput>(({ sendBack, input }) => {
+              let inFlight = false
+              const timer = setInterval(() => {
+                if (inFlight) return
+                inFlight = true
+                sink
+                  .ping()
+                  .catch((err) => sendBack({ type: 'connection.lost', ...toConnectionFault(err, 'pingFailed') }))
+                  .finally(() => (inFlight = false))
+              }, input.probeIntervalMs)
+              return () => clearInterval(timer)
+            }),
+          },
+        }),
+        circuitBreaker: circuitBreakerMachine,
+        dlqReplayer: dlqReplayerMachine.provide({ actors: { replayBatch: fromPromise(() => sink.replayOldest()) } }),
       },
     })
   }
@@ -195,45 +368,47 @@ export class Relay {
     logger.info({ host: config.host, port: this.port, url: `http://${config.host}:${this.port}` }, 'listening')
     await mkdir(config.dataDir, { recursive: true })
     this.wal = await Wal.open({ dir: join(config.dataDir, 'wal') })
+    this.dlq = await DeadLetterQueue.open({ dir: join(config.dataDir, 'dlq'), maxBytes: config.dlq.maxBytes })
     const databaseUrl = config.databaseUrl ? Redacted.value(config.databaseUrl) : undefined
-    this.store = await openStore({ databaseUrl, dataDir: config.dataDir })
-    const applied = await this.store.migrate()
-    logger.info({ store: this.store.kind, applied }, 'store ready')
-    let replayed = 0
-    for await (const chunk of this.wal.replay(0, REPLAY_CHUNK)) {
-      await this.store.insertEvents(chunk)
-      replayed += chunk.length
-    }
-    const last = Math.max(await this.store.maxSeq(), this.wal.maxSeq)
-    if (replayed) logger.info({ replayed, upToSeq: this.wal.maxSeq }, 'write-ahead log replayed into the store')
-    await this.wal.release(this.wal.maxSeq)
-    this.committedSeq = last
-    this.hub.markCommitted(last)
+    this.store = await openStore({ databaseUrl, dataDir: config.dataDir, postgres: { statementTimeoutMs: config.store.statementTimeoutMs } })
+    const last = await this.recover()
+    this.releasedSeq = last
+    if ((this.dlq.stats().depth ?? 0) === 0) this.hub.markCommitted(last)
     this.sequencer = new LocalSequencer(last)
   }
 
-  private async flushToStore(max: number): Promise<{ flushed: number }> {
-    const batch = this.queue.peek(max)
-    if (batch.length === 0) return { flushed: 0 }
-    const end = this.metrics.flushDuration.startTimer({ sink: 'store' })
+  /**
+   * Migrations and WAL replay. When the store is unreachable at start, the relay still starts:
+   * the WAL's events are queued for the flusher (and the DLQ), so ingest and fan-out work.
+   */
+  private async recover(): Promise<number> {
+    const store = this.requireStore()
+    const wal = this.requireWal()
+    const { logger } = this
+    let storeMax = 0
     try {
-      await this.requireStore().insertEvents(batch)
-      end({ outcome: 'ok' })
+      const applied = await store.migrate()
+      storeMax = await store.maxSeq()
+      logger.info({ store: store.kind, applied }, 'store ready')
     } catch (err) {
-      end({ outcome: 'error' })
-      throw err
+      if ((err as { code?: string }).code === 'rejected') throw err
+      logger.error({ store: store.kind, err: (err as Error).message }, 'store unavailable at start; events will wait in the write-ahead log and the dead-letter queue')
+      let queued = 0
+      for await (const chunk of wal.replay(0, REPLAY_CHUNK)) {
+        this.queue.push(chunk)
+        queued += chunk.length
+      }
+      if (queued) logger.info({ queued }, 'write-ahead log queued for the store')
+      return Math.max(wal.maxSeq, 0)
     }
-    this.queue.drop(batch.length)
-    this.metrics.queueDepth.labels('store').set(this.queue.size)
-    this.metrics.eventsStored.inc(batch.length)
-    this.committedSeq = batch[batch.length - 1]!.seq
-    this.hub.markCommitted(this.committedSeq)
-    const now = Date.now()
-    if (now - this.lastRelease >= WAL_RELEASE_INTERVAL_MS) {
-      this.lastRelease = now
-      await this.requireWal().release(this.committedSeq)
+    let replayed = 0
+    for await (const chunk of wal.replay(0, REPLAY_CHUNK)) {
+      await store.insertEvents(chunk)
+      replayed += chunk.length
     }
-    return { flushed: batch.length }
+    if (replayed) logger.info({ replayed, upToSeq: wal.maxSeq }, 'write-ahead log replayed into the store')
+    await wal.release(wal.maxSeq)
+    return Math.max(storeMax, wal.maxSeq)
   }
 
   private reportHealth(): () => void {
@@ -255,9 +430,10 @@ export class Relay {
             data: {
               accepted_per_second: Math.round(rate * 100) / 100,
               queues: { store: this.queue.size, wal_pending: this.wal?.stats().pendingAppends ?? 0 },
+              dlq: this.dlq ? pick(this.dlq.stats(), ['depth', 'events', 'parked', 'oldestAt', 'bytes']) : null,
               ws: this.hub.stats(),
               machines: this.machineStates(),
-              committed_seq: this.committedSeq,
+              released_seq: this.releasedSeq,
             },
           },
         ])
@@ -267,12 +443,14 @@ export class Relay {
     return () => clearInterval(timer)
   }
 
-  /** The current state of every machine in the system, by systemId. */
-  machineStates(): Record<string, unknown> {
-    const out: Record<string, unknown> = { supervisor: this.actor.getSnapshot().value }
-    const flusher = this.actor.system.get(STORE_FLUSHER)
-    if (flusher) out[STORE_FLUSHER] = (flusher.getSnapshot() as { value: unknown }).value
-    return out
+  private collectGauges(): void {
+    const stats = this.dlq?.stats()
+    if (!stats) return
+    this.metrics.dlqDepth.set(stats.depth)
+    this.metrics.dlqEvents.set(stats.events)
+    this.metrics.dlqParked.set(stats.parked)
+    this.metrics.dlqBytes.set(stats.bytes)
+    this.metrics.dlqOldestAge.set(stats.oldestAt ? Math.max(0, (Date.now() - Date.parse(stats.oldestAt)) / 1000) : 0)
   }
 
   private async closeAll(): Promise<void> {
@@ -282,11 +460,13 @@ export class Relay {
       this.server.closeAllConnections()
     })
     if (this.wal) {
-      if (this.queue.size === 0) await this.wal.release(this.committedSeq)
+      if (this.queue.size === 0) await this.wal.release(this.releasedSeq)
       await this.wal.close()
     }
-    await this.store?.close()
-    this.logger.info({ committedSeq: this.committedSeq, unstored: this.queue.size }, 'relay closed')
+    const dlq = this.dlq?.stats()
+    await this.dlq?.close()
+    await this.store?.close().catch((err: Error) => this.logger.warn({ err: err.message }, 'store close failed'))
+    this.logger.info({ releasedSeq: this.releasedSeq, unstored: this.queue.size, dlqDepth: dlq?.depth ?? 0, dlqEvents: dlq?.events ?? 0 }, 'relay closed')
   }
 
   private requireStore(): Store {
@@ -296,8 +476,18 @@ export class Relay {
   private requireWal(): Wal {
     return this.wal ?? fail('write-ahead log used before start-up finished')
   }
+
+  private requireDlq(): DeadLetterQueue {
+    return this.dlq ?? fail('dead-letter queue used before start-up finished')
+  }
 }
 
 function fail(message: string): never {
   throw new Error(message)
+}
+
+function pick<T extends object, K extends keyof T>(obj: T, keys: K[]): Pick<T, K> {
+  const out = {} as Pick<T, K>
+  for (const k of keys) out[k] = obj[k]
+  return out
 }

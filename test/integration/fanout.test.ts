@@ -76,6 +76,6 @@ describe('WebSocket fan-out', () => {
     for (const name of ['relay_events_accepted_total', 'relay_events_rejected_total', 'relay_events_delivered_total', 'relay_ws_clients', 'relay_queue_depth', 'relay_flush_duration_seconds', 'relay_machine_state']) {
       expect(text).toContain(name)
     }
-    expect(text).toMatch(/relay_machine_state\{machine="supervisor",state="running\.[a-z]+"\} 1/)
+    expect(text).toMatch(/relay_machine_state\{machine="supervisor",state="running\.store\.healthy"\} 1/)
   })
 })

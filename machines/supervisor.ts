@@ -1,4 +1,4 @@
-import { assign, enqueueActions, fromCallback, fromPromise, setup } from 'xstate'
+import { assign, enqueueActions, fromCallback, fromPromise, setup, type SnapshotFrom } from 'xstate'
 import { batchFlusherMachine, type BatchFlusherInput, type BatchFlusherOutput } from './batchFlusher.js'
 import { circuitBreakerMachine, type CircuitBreakerInput } from './circuitBreaker.js'
 import { connectionMachine, type ConnectionInput } from './connection.js'
@@ -19,9 +19,11 @@ export interface SupervisorInput {
   dlqFlushTimeoutMs?: number
   flushers: FlusherSpec[]
   children?: ChildSpec[]
+  /** Whether this configuration (its adapter mode) delivers over Supabase Realtime; false when absent. */
+  realtime?: boolean
 }
 
-/** An outbound dependency whose health `running` shows; each has a region ('realtime' comes next). */
+/** An outbound dependency whose health `running` shows; each has a region of its own. */
 export type Dependency = 'store' | 'realtime'
 
 /** Commands src/ sends (`actor.send(...)`). A second `shutdown` while shutting down is ignored. */
@@ -40,6 +42,9 @@ export type ChildErrorEvent = { type: `xstate.error.actor.${string}`; actorId: s
 
 export type SupervisorEvent = SupervisorCommand | DependencyEvent | FlusherDoneEvent | ChildErrorEvent
 
+/** The states of `running.realtime`; `disabled` when the relay does not deliver over Realtime. */
+export type RealtimeHealth = 'disabled' | 'healthy' | 'failedOver'
+
 export type SupervisorOutput = { exitCode: 0 } | { exitCode: 1; error: string }
 
 export interface SupervisorContext {
@@ -47,6 +52,8 @@ export interface SupervisorContext {
   dlqFlushTimeoutMs: number
   flushers: FlusherSpec[]
   children: ChildSpec[]
+  /** Whether the relay delivers over Realtime (input `realtime`). */
+  realtime: boolean
   /** Why each degraded dependency is degraded; absent when healthy. */
   degraded: Partial<Record<Dependency, string>>
   /** Ids of flushers that have drained and completed. */
@@ -57,6 +64,10 @@ export interface SupervisorContext {
   shutdownIncomplete: boolean
   /** Failures during shutdown: it goes on, but they stay visible. */
   shutdownErrors: string[]
+  /** Why telling dashboards to leave Realtime failed, for the current (or last) failover. */
+  failoverAnnounceError: string | null
+  /** Why telling dashboards to come back to Realtime failed, for the current (or last) recovery. */
+  recoveryAnnounceError: string | null
   /** Why the relay failed to start or had to stop (exit code 1). */
   error: string | null
 }
@@ -65,6 +76,7 @@ const messageOf = (error: unknown): string => (error instanceof Error ? error.me
 
 // Every dependency region reacts only to the events about its own dependency.
 const aboutStore = { type: 'isAbout', params: { dependency: 'store' } } as const
+const aboutRealtime = { type: 'isAbout', params: { dependency: 'realtime' } } as const
 
 export const supervisorMachine = setup({
   types: {
@@ -88,6 +100,14 @@ export const supervisorMachine = setup({
     }),
     closeTransports: fromPromise<void>(async () => {
       throw new Error('closeTransports not provided')
+    }),
+    /** Tells dashboards on Realtime (a control broadcast, while the channel may still work) to use /ws with ?since=. */
+    announceFailover: fromPromise<void, { reason: string }>(async () => {
+      throw new Error('announceFailover not provided')
+    }),
+    /** Tells dashboards assigned to Realtime that it works again. */
+    announceRecovery: fromPromise<void, {}>(async () => {
+      throw new Error('announceRecovery not provided')
     }),
     /** Publishes relay.health while running; returns its cleanup. */
     healthReporter: fromCallback(() => {}),
@@ -140,10 +160,15 @@ export const supervisorMachine = setup({
     })),
     recordShutdownError: assign(({ context }, { error }: { error: unknown }) => ({ shutdownErrors: [...context.shutdownErrors, messageOf(error)] })),
     markShutdownIncomplete: assign({ shutdownIncomplete: true }),
+    resetFailoverAnnounceError: assign({ failoverAnnounceError: null }),
+    recordFailoverAnnounceError: assign((_, { error }: { error: unknown }) => ({ failoverAnnounceError: messageOf(error) })),
+    resetRecoveryAnnounceError: assign({ recoveryAnnounceError: null }),
+    recordRecoveryAnnounceError: assign((_, { error }: { error: unknown }) => ({ recoveryAnnounceError: messageOf(error) })),
   },
   guards: {
     // A crashed flusher will never complete: its events are left to flushDlq and the WAL.
     allFlushersSettled: ({ context }) => context.flushers.every((f) => context.drained.includes(f.id) || context.crashed.includes(f.id)),
+    isRealtimeEnabled: ({ context }) => context.realtime,
     isAbout: ({ event }, { dependency }: { dependency: Dependency }) => 'dependency' in event && event.dependency === dependency,
   },
   delays: {
@@ -157,11 +182,14 @@ export const supervisorMachine = setup({
     dlqFlushTimeoutMs: input.dlqFlushTimeoutMs ?? 5_000,
     flushers: input.flushers,
     children: input.children ?? [],
+    realtime: input.realtime ?? false,
     degraded: {},
     drained: [],
     crashed: [],
     shutdownIncomplete: false,
     shutdownErrors: [],
+    failoverAnnounceError: null,
+    recoveryAnnounceError: null,
     error: null,
   }),
   output: ({ context }) => (context.error === null ? { exitCode: 0 } : { exitCode: 1, error: context.error }),
@@ -196,6 +224,50 @@ export const supervisorMachine = setup({
                 // A new reason (e.g. breaker open, then connection lost) replaces the old one.
                 'dependency.degraded': { guard: aboutStore, actions: { type: 'markDegraded', params: ({ event }) => event } },
                 'dependency.healthy': { guard: aboutStore, target: 'healthy', actions: { type: 'markHealthy', params: ({ event }) => event } },
+              },
+            },
+          },
+        },
+        realtime: {
+          initial: 'checking',
+          states: {
+            // Decided once, from the input: `initial` cannot read context.
+            checking: {
+              always: [{ guard: 'isRealtimeEnabled', target: 'healthy' }, { target: 'disabled' }],
+            },
+            // Not in this adapter mode: Realtime's health reports are ignored.
+            disabled: {},
+            healthy: {
+              initial: 'steady',
+              states: {
+                steady: {},
+                // Announcing is best effort: dashboards that miss it keep using /ws until their next /config.
+                recovering: {
+                  entry: 'resetRecoveryAnnounceError',
+                  invoke: {
+                    id: 'announceRecovery',
+                    src: 'announceRecovery',
+                    input: {},
+                    onDone: 'steady',
+                    onError: { target: 'steady', actions: { type: 'recordRecoveryAnnounceError', params: ({ event }) => ({ error: event.error }) } },
+                  },
+                },
+              },
+              on: { 'dependency.degraded': { guard: aboutRealtime, target: 'failedOver', actions: { type: 'markDegraded', params: ({ event }) => event } } },
+            },
+            // Events keep flowing over /ws; dashboards that miss the announcement fall back on their own timeout.
+            failedOver: {
+              entry: 'resetFailoverAnnounceError',
+              invoke: {
+                id: 'announceFailover',
+                src: 'announceFailover',
+                input: ({ context }) => ({ reason: context.degraded.realtime ?? 'unknown' }),
+                onError: { actions: { type: 'recordFailoverAnnounceError', params: ({ event }) => ({ error: event.error }) } },
+              },
+              on: {
+                // A new reason replaces the old one; dashboards were already told.
+                'dependency.degraded': { guard: aboutRealtime, actions: { type: 'markDegraded', params: ({ event }) => event } },
+                'dependency.healthy': { guard: aboutRealtime, target: 'healthy.recovering', actions: { type: 'markHealthy', params: ({ event }) => event } },
               },
             },
           },
@@ -249,3 +321,11 @@ export const supervisorMachine = setup({
     failed: { type: 'final' },
   },
 })
+
+export type SupervisorSnapshot = SnapshotFrom<typeof supervisorMachine>
+
+const realtimeHealths: readonly RealtimeHealth[] = ['disabled', 'healthy', 'failedOver']
+
+/** The state of `running.realtime`; undefined when the supervisor is not running. */
+export const realtimeHealthOf = (snapshot: SupervisorSnapshot): RealtimeHealth | undefined =>
+  realtimeHealths.find((health) => snapshot.matches({ running: { realtime: health } }))

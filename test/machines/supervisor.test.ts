@@ -21,7 +21,14 @@ import {
   type FlushBatchOutput,
 } from '../../machines/batchFlusher.js'
 import { connectionMachine, type ProbeInput } from '../../machines/connection.js'
-import { supervisorMachine, type SupervisorContext, type SupervisorEvent, type SupervisorInput } from '../../machines/supervisor.js'
+import {
+  realtimeHealthOf,
+  supervisorMachine,
+  type RealtimeHealth,
+  type SupervisorContext,
+  type SupervisorEvent,
+  type SupervisorInput,
+} from '../../machines/supervisor.js'
 import { MachineCoverage } from '../helpers/coverage.js'
 
 const coverage = new MachineCoverage(supervisorMachine)
@@ -102,6 +109,8 @@ function harness() {
       stopIngest: controlled<void>('stopIngest'),
       flushDlq: controlled<void>('flushDlq'),
       closeTransports: controlled<void>('closeTransports'),
+      announceFailover: controlled<void, { reason: string }>('announceFailover'),
+      announceRecovery: controlled<void, {}>('announceRecovery'),
       healthReporter: fromCallback(() => {
         health.running++
         health.started++
@@ -126,7 +135,7 @@ function harness() {
 // ---------------------------------------------------------------------------------------------
 // Model-based: every simple path of the statechart, replayed against the real actor.
 
-const invoked = ['startRelay', 'stopIngest', 'flushDlq', 'closeTransports'] as const
+const invoked = ['startRelay', 'stopIngest', 'flushDlq', 'closeTransports', 'announceFailover', 'announceRecovery'] as const
 const timeouts: Record<string, number> = {
   'xstate.after.shutdownTimeout.supervisor.shuttingDown.drainingFlushers': input.shutdownTimeoutMs,
   'xstate.after.dlqFlushTimeout.supervisor.shuttingDown.flushingDlq': input.dlqFlushTimeoutMs!,
@@ -135,24 +144,29 @@ const crashing = 'storeConnection'
 const crashEvent = { type: `xstate.error.actor.${crashing}`, actorId: crashing, error: new Error('probe crashed') }
 
 /**
- * Two models share the shutdown: one with the store's health reports, one with a crashing child.
- * They do not interact (a crash leaves running whatever the store's health), and together they
- * keep the number of simple paths small enough to replay every one.
+ * Three models share the shutdown: the store's health reports (Realtime disabled), Realtime's
+ * health reports and announcements, and a crashing child (Realtime enabled). They do not
+ * interact (each region ignores the other's reports, which replay() checks at every step; a crash
+ * leaves running whatever the health), and together they keep the simple paths few enough to
+ * replay every one.
  */
-type Model = 'health' | 'crash'
+type Model = 'health' | 'realtime' | 'crash'
+
+// The realtime model takes only the orderly shutdown: its variants are the other models'.
+const everyShutdown = (model: Model, s: AnyMachineSnapshot) => model !== 'realtime' || !s.matches('shuttingDown')
 
 const modelEvents = (model: Model) => (s: AnyMachineSnapshot): AnyEventObject[] => [
   { type: 'shutdown' },
   // Events that leave the state as it is (another dependency's, a new reason) are checked in replay().
-  ...(model === 'health'
+  ...(model === 'health' || model === 'realtime'
     ? [
-        { type: 'dependency.degraded', dependency: 'store', reason: 'breakerOpen' },
-        { type: 'dependency.healthy', dependency: 'store' },
+        { type: 'dependency.degraded', dependency: model, reason: 'breakerOpen' },
+        { type: 'dependency.healthy', dependency: model },
       ]
     : []),
   ...invoked
     .filter((id) => s.children[id])
-    .flatMap((id) => [{ type: `xstate.done.actor.${id}` }, { type: `xstate.error.actor.${id}`, error: new Error(`${id} failed`) }]),
+    .flatMap((id) => [{ type: `xstate.done.actor.${id}` }, ...(everyShutdown(model, s) ? [{ type: `xstate.error.actor.${id}`, error: new Error(`${id} failed`) }] : [])]),
   // A flusher can only complete once it has been told to drain.
   ...(s.matches('shuttingDown')
     ? input.flushers.filter((f) => s.children[f.id]).map((f) => ({ type: `xstate.done.actor.${f.id}`, actorId: f.id, output: { name: f.input.name, flushedTotal: 1 } }))
@@ -161,12 +175,12 @@ const modelEvents = (model: Model) => (s: AnyMachineSnapshot): AnyEventObject[] 
   ...(model === 'crash' && s.children[crashing] && !s.context.crashed.includes(crashing) && !s.matches({ shuttingDown: 'closingTransports' })
     ? [crashEvent]
     : []),
-  ...Object.keys(timeouts).map((type) => ({ type })),
+  ...(everyShutdown(model, s) ? Object.keys(timeouts).map((type) => ({ type })) : []),
 ]
 
 const simplePaths = (model: Model) =>
   getSimplePaths(supervisorMachine as AnyStateMachine, {
-    input,
+    input: { ...input, realtime: model !== 'health' },
     events: modelEvents(model),
     stopWhen: (s) => s.status !== 'active',
     // The specs and timeouts never change: leaving them out keeps the (often repeated) serialisation cheap.
@@ -175,7 +189,7 @@ const simplePaths = (model: Model) =>
       return JSON.stringify([s.value, s.status, changing])
     },
   })
-const paths = dedupe([...simplePaths('health'), ...simplePaths('crash')])
+const paths = (['health', 'realtime', 'crash'] as const).flatMap((model) => dedupe(simplePaths(model)))
 
 /** Keeps only paths that are not a prefix of a longer one: replaying the longer one checks every step of both. */
 function dedupe<T extends StatePath<AnyMachineSnapshot, AnyEventObject>>(all: T[]): T[] {
@@ -195,7 +209,8 @@ const h = harness()
 async function replay(path: StatePath<AnyMachineSnapshot, AnyEventObject>): Promise<void> {
   h.reset()
   const clock = new SimulatedClock()
-  const actor = createActor(h.machine, { systemId: 'supervisor', input, clock, inspect: coverage.inspect }).start()
+  const { realtime } = path.state.context as SupervisorContext
+  const actor = createActor(h.machine, { systemId: 'supervisor', input: { ...input, realtime }, clock, inspect: coverage.inspect }).start()
   let connected = false
   for (const [i, { event, state }] of path.steps.entries()) {
     const where = `step ${i}: ${JSON.stringify(event)}`
@@ -233,11 +248,19 @@ async function replay(path: StatePath<AnyMachineSnapshot, AnyEventObject>): Prom
     // Connections are told to stop on entering closingTransports, not before; a crashed one is left alone.
     const stopped = state.matches({ shuttingDown: 'closingTransports' }) || (state.matches('stopped') && h.calls.some((c) => c.src === 'closeTransports'))
     expect(h.log, where).toEqual(connected && stopped && !state.context.crashed.includes(crashing) ? ['disconnect:store'] : [])
+    // Each failover announces once, with its reason, each recovery once; both stop when their state is left.
+    // (A settled announceFailover changes nothing, so it is never on a simple path: the scenarios settle it.)
+    const failedOver = state.matches({ running: { realtime: 'failedOver' } })
+    const announcing = failedOver && state.context.failoverAnnounceError === null
+    expect(h.live('announceFailover').map((c) => c.input), where).toEqual(announcing ? [{ reason: state.context.degraded.realtime }] : [])
+    expect(h.live('announceRecovery').length, where).toBe(state.matches({ running: { realtime: { healthy: 'recovering' } } }) ? 1 : 0)
+    const health: RealtimeHealth | undefined = !state.matches('running') ? undefined : !realtime ? 'disabled' : failedOver ? 'failedOver' : 'healthy'
+    expect(realtimeHealthOf(snapshot), where).toBe(health)
     // Events that leave the model state as it is are never on a simple path: check them here.
     if (state.matches('running')) {
       const ignoredEvents: SupervisorEvent[] = [
-        { type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' },
-        { type: 'dependency.healthy', dependency: 'realtime' },
+        ...(health !== 'failedOver' ? [{ type: 'dependency.healthy', dependency: 'realtime' } as const] : []),
+        ...(health === 'disabled' ? [{ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' } as const] : []),
         ...(state.matches({ running: { store: 'healthy' } }) ? [{ type: 'dependency.healthy', dependency: 'store' } as const] : []),
       ]
       for (const ignored of ignoredEvents) {
@@ -252,6 +275,26 @@ async function replay(path: StatePath<AnyMachineSnapshot, AnyEventObject>): Prom
         expect(actor.getSnapshot().context.degraded, `${where}: new reason`).toEqual({ store: 'connectionLost' })
         actor.send({ type: 'dependency.degraded', dependency: 'store', reason: state.context.degraded.store })
         expect(actor.getSnapshot().context, `${where}: old reason`).toEqual(state.context)
+      }
+      if (failedOver) {
+        const announced = h.calls.length
+        actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'channelClosed' })
+        expect(actor.getSnapshot().context.degraded, `${where}: new reason`).toEqual({ ...state.context.degraded, realtime: 'channelClosed' })
+        actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: state.context.degraded.realtime })
+        expect(actor.getSnapshot().value, `${where}: old reason`).toEqual(state.value)
+        expect(actor.getSnapshot().context, `${where}: old reason`).toEqual(state.context)
+        expect(h.calls.length, `${where}: announced once`).toBe(announced)
+      }
+      // The store's reports leave the realtime region (and its announcements) as they are.
+      if (realtime && state.matches({ running: { store: 'healthy' } })) {
+        const calls = h.calls.length
+        actor.send({ type: 'dependency.degraded', dependency: 'store', reason: 'breakerOpen' })
+        expect(actor.getSnapshot().matches({ running: { store: 'degraded' } }), `${where}: store degraded`).toBe(true)
+        expect(realtimeHealthOf(actor.getSnapshot()), `${where}: store degraded`).toBe(health)
+        actor.send({ type: 'dependency.healthy', dependency: 'store' })
+        expect(actor.getSnapshot().value, `${where}: store healthy`).toEqual(state.value)
+        expect(actor.getSnapshot().context, `${where}: store healthy`).toEqual(state.context)
+        expect(h.calls.length, `${where}: no announcement`).toBe(calls)
       }
     }
     if (state.matches('shuttingDown')) {
@@ -287,6 +330,12 @@ interface RelayOptions {
   stuckDlq?: boolean
   /** The flusher with this name crashes on an `events.added` that lands after it was told to drain. */
   crashingFlusher?: string
+  /** Input `realtime`. */
+  realtime?: boolean
+  /** Both announcements fail. */
+  failAnnounce?: boolean
+  /** announceRecovery never settles. */
+  stuckRecovery?: boolean
 }
 
 /** Everything succeeds at once; the log records the order of side effects. */
@@ -302,10 +351,18 @@ function relay(options: RelayOptions = {}) {
     log.push(`flush:${name}`)
     return name === options.stuckFlusher ? new Promise<never>(() => {}) : Promise.resolve({ flushed: Math.min(max, 1) })
   })
+  const announce = <I extends { reason?: string }>(name: string, hang = false) =>
+    fromPromise<void, I>(async ({ input }) => {
+      log.push(input.reason ? `${name}:${input.reason}` : name)
+      if (options.failAnnounce) throw new Error(`${name}: channel closed`)
+      if (hang) await new Promise<never>(() => {})
+    })
   const connection = testConnection(log)
   const machine = supervisorMachine.provide({
     actors: {
       startRelay: step('startRelay'),
+      announceFailover: announce<{ reason: string }>('announceFailover'),
+      announceRecovery: announce<{}>('announceRecovery', options.stuckRecovery),
       stopIngest: step('stopIngest'),
       flushDlq: step('flushDlq', options.stuckDlq),
       closeTransports: step('closeTransports'),
@@ -323,7 +380,7 @@ function relay(options: RelayOptions = {}) {
     },
   })
   const clock = new SimulatedClock()
-  const actor = createActor(machine, { systemId: 'supervisor', input, clock, inspect: coverage.inspect })
+  const actor = createActor(machine, { systemId: 'supervisor', input: { ...input, realtime: options.realtime ?? false }, clock, inspect: coverage.inspect })
   return { actor, clock, log, crash: connection.crash }
 }
 
@@ -388,6 +445,93 @@ describe('supervisor scenarios', () => {
     actor.send({ type: 'shutdown' })
     await settle()
     expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
+  })
+
+  it('Realtime starts disabled when the relay does not deliver over it, and ignores its reports', async () => {
+    const { actor, log } = relay()
+    actor.start()
+    expect(realtimeHealthOf(actor.getSnapshot())).toBeUndefined()
+    await settle()
+    expect(actor.getSnapshot().value).toEqual({ running: { store: 'healthy', realtime: 'disabled' } })
+    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' })
+    actor.send({ type: 'dependency.healthy', dependency: 'realtime' })
+    await settle()
+    expect(realtimeHealthOf(actor.getSnapshot())).toBe('disabled')
+    expect(actor.getSnapshot().context.degraded).toEqual({})
+    expect(log).toEqual(['startRelay'])
+  })
+
+  it('fails over on degraded, announcing why once, and announces the recovery when healthy again', async () => {
+    const { actor, log } = relay({ realtime: true })
+    actor.start()
+    await settle()
+    expect(actor.getSnapshot().value).toEqual({ running: { store: 'healthy', realtime: { healthy: 'steady' } } })
+    expect(realtimeHealthOf(actor.getSnapshot())).toBe('healthy')
+    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' })
+    expect(realtimeHealthOf(actor.getSnapshot())).toBe('failedOver')
+    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'channelClosed' })
+    await settle()
+    expect(actor.getSnapshot().context).toMatchObject({ degraded: { realtime: 'channelClosed' }, failoverAnnounceError: null })
+    expect(log).toEqual(['startRelay', 'announceFailover:breakerOpen'])
+
+    actor.send({ type: 'dependency.healthy', dependency: 'realtime' })
+    expect(actor.getSnapshot().matches({ running: { realtime: { healthy: 'recovering' } } })).toBe(true)
+    await settle()
+    expect(actor.getSnapshot().value).toEqual({ running: { store: 'healthy', realtime: { healthy: 'steady' } } })
+    expect(actor.getSnapshot().context).toMatchObject({ degraded: {}, recoveryAnnounceError: null })
+    expect(log).toEqual(['startRelay', 'announceFailover:breakerOpen', 'announceRecovery'])
+  })
+
+  it('a failed announcement changes no state; its error is kept until the next one starts', async () => {
+    const { actor } = relay({ realtime: true, failAnnounce: true })
+    actor.start()
+    await settle()
+    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' })
+    await settle()
+    expect(actor.getSnapshot().status).toBe('active')
+    expect(realtimeHealthOf(actor.getSnapshot())).toBe('failedOver')
+    expect(actor.getSnapshot().context.failoverAnnounceError).toBe('announceFailover: channel closed')
+    actor.send({ type: 'dependency.healthy', dependency: 'realtime' })
+    await settle()
+    expect(actor.getSnapshot().matches({ running: { realtime: { healthy: 'steady' } } })).toBe(true)
+    expect(actor.getSnapshot().context).toMatchObject({ recoveryAnnounceError: 'announceRecovery: channel closed', error: null, crashed: [] })
+    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' })
+    expect(actor.getSnapshot().context.failoverAnnounceError).toBeNull()
+  })
+
+  it('failing over again stops a recovery announcement still in flight', async () => {
+    const { actor, log } = relay({ realtime: true, stuckRecovery: true })
+    actor.start()
+    await settle()
+    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' })
+    actor.send({ type: 'dependency.healthy', dependency: 'realtime' })
+    await settle()
+    expect(actor.getSnapshot().children.announceRecovery).toBeDefined()
+    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'channelClosed' })
+    await settle()
+    expect(realtimeHealthOf(actor.getSnapshot())).toBe('failedOver')
+    expect(actor.getSnapshot().children.announceRecovery).toBeUndefined()
+    expect(log).toEqual(['startRelay', 'announceFailover:breakerOpen', 'announceRecovery', 'announceFailover:channelClosed'])
+  })
+
+  it('store and Realtime health move independently, and shutdown from both degraded proceeds as before', async () => {
+    const { actor, log } = relay({ realtime: true })
+    actor.start()
+    await settle()
+    actor.send({ type: 'dependency.degraded', dependency: 'store', reason: 'breakerOpen' })
+    expect(actor.getSnapshot().value).toEqual({ running: { store: 'degraded', realtime: { healthy: 'steady' } } })
+    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'channelClosed' })
+    expect(actor.getSnapshot().value).toEqual({ running: { store: 'degraded', realtime: 'failedOver' } })
+    actor.send({ type: 'dependency.healthy', dependency: 'store' })
+    expect(actor.getSnapshot().value).toEqual({ running: { store: 'healthy', realtime: 'failedOver' } })
+    actor.send({ type: 'dependency.degraded', dependency: 'store', reason: 'connectionLost' })
+    expect(actor.getSnapshot().context.degraded).toEqual({ store: 'connectionLost', realtime: 'channelClosed' })
+
+    actor.send({ type: 'shutdown' })
+    expect(realtimeHealthOf(actor.getSnapshot())).toBeUndefined()
+    await settle()
+    expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
+    expect(log).toEqual(['startRelay', 'announceFailover:channelClosed', 'stopIngest', 'flushDlq', 'closeTransports'])
   })
 
   it('goes on to flushingDlq after shutdownTimeout when a flusher never drains, marking the shutdown incomplete', async () => {

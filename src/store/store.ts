@@ -22,8 +22,28 @@ export interface Store {
   count(): Promise<number>
   /** Cheap liveness query (select 1). */
   ping(): Promise<void>
+  /**
+   * Tells the database whether it broadcasts stored events to Supabase Realtime itself
+   * (REALTIME_DELIVERY=database) and on which channel. Upserts the one row of
+   * monitoring_relay.realtime_delivery (migration 20261122000100): enabled = (mode === 'database'),
+   * topic = channel, private = options.private (default false, like REALTIME_PRIVATE); the
+   * private-channel policies (20261122000200) read the topic from there in either mode.
+   * Returns 'enabled' or 'disabled' as stored, or 'unavailable' (nothing written) where the database
+   * cannot broadcast: no realtime.send (plain PostgreSQL, PGlite) or no config table (migrations not
+   * applied, or applied before the realtime schema existed). Failures throw StoreError as usual.
+   */
+  setRealtimeDelivery(
+    mode: RealtimeDeliveryMode,
+    channel: string,
+    options?: { private?: boolean },
+  ): Promise<RealtimeDeliveryState>
   close(): Promise<void>
 }
+
+/** REALTIME_DELIVERY: the relay broadcasts batches itself, or a trigger in the database does. */
+export type RealtimeDeliveryMode = 'broadcast' | 'database'
+/** What setRealtimeDelivery left in the database. */
+export type RealtimeDeliveryState = 'enabled' | 'disabled' | 'unavailable'
 
 export type StoreErrorCode = 'unavailable' | 'rejected' | 'timeout'
 
@@ -149,6 +169,18 @@ where seq > $1
 order by seq
 limit $2`
 
+// Both present only on Supabase after 20261122000100 ran (it is a no-op without the realtime schema).
+const REALTIME_DELIVERY_AVAILABLE_SQL = `
+select to_regclass('monitoring_relay.realtime_delivery') is not null
+   and to_regprocedure('realtime.send(jsonb,text,text,boolean)') is not null as available`
+
+const SET_REALTIME_DELIVERY_SQL = `
+insert into monitoring_relay.realtime_delivery as d (id, enabled, topic, private, updated_at)
+values (true, $1, $2, $3, now())
+on conflict (id) do update
+  set enabled = excluded.enabled, topic = excluded.topic, private = excluded.private, updated_at = excluded.updated_at
+returning d.enabled`
+
 interface EventRow {
   id: string
   seq: string | number | bigint
@@ -194,6 +226,18 @@ export function createSqlStore(backend: SqlStoreBackend): Store {
     },
     async ping() {
       await runner.query('select 1')
+    },
+    async setRealtimeDelivery(mode, channel, options = {}) {
+      if (mode !== 'broadcast' && mode !== 'database') throw new TypeError(`realtime delivery mode ${String(mode)}`)
+      if (channel === '') throw new TypeError('realtime channel must not be empty')
+      const [check] = await runner.query<{ available: boolean }>(REALTIME_DELIVERY_AVAILABLE_SQL)
+      if (check?.available !== true) return 'unavailable'
+      const [row] = await runner.query<{ enabled: boolean }>(SET_REALTIME_DELIVERY_SQL, [
+        mode === 'database',
+        channel,
+        options.private ?? false,
+      ])
+      return row?.enabled === true ? 'enabled' : 'disabled'
     },
     close: () => backend.close(),
   }

@@ -46,6 +46,18 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'BREAKER_HALF_OPEN_PROBES', default: '5', description: 'Probe calls in half-open; all must succeed to close.' },
   { name: 'DLQ_MAX_BYTES', default: '1073741824', description: 'Dead-letter queue bound on disk; at 90 % ingest answers 429.' },
   { name: 'DLQ_POLL_INTERVAL_MS', default: '1000', description: 'How often the DLQ replayer re-checks while waiting.' },
+  { name: 'MONITORING_USE_ADAPTER', default: 'false', description: 'false: WebSocket only (legacy). true: MONITORING_ADAPTER_TYPE decides.' },
+  { name: 'MONITORING_ADAPTER_TYPE', default: 'auto', description: 'auto (realtime when SUPABASE_URL is set) | websocket | realtime | dual.' },
+  { name: 'MONITORING_DUAL_MODE', default: 'false', description: 'true: every event goes over both paths (WebSocket and Realtime) for the validator.' },
+  { name: 'SUPABASE_URL', default: '(unset)', description: 'Project URL, e.g. https://<ref>.supabase.co; required when Realtime is on.' },
+  { name: 'SUPABASE_SERVICE_ROLE_KEY', default: '(unset)', description: 'Server-side key the relay broadcasts with; never sent to a browser or logged.' },
+  { name: 'SUPABASE_ANON_KEY', default: '(unset)', description: 'Public key handed to dashboards by GET /config so they can subscribe.' },
+  { name: 'REALTIME_CHANNEL', default: 'monitoring', description: 'Broadcast channel (topic realtime:<channel>).' },
+  { name: 'REALTIME_PRIVATE', default: 'false', description: 'Use a private channel (RLS on realtime.messages; see the migrations).' },
+  { name: 'REALTIME_DELIVERY', default: 'broadcast', description: 'broadcast: the relay sends batches. database: a trigger on monitoring_events broadcasts each row (Supabase only).' },
+  { name: 'REALTIME_MAX_PAYLOAD_BYTES', default: '250000', description: 'Largest broadcast payload (free plan limit 256 KB; paid 3,000 KB).' },
+  { name: 'REALTIME_MAX_MESSAGES_PER_SECOND', default: '100', description: 'Broadcast messages/s (free plan 100; raise to 500 on Pro, 2,500 on Team).' },
+  { name: 'REALTIME_ACK_TIMEOUT_MS', default: '5000', description: 'A broadcast not acknowledged within this is a failed call for the Realtime breaker.' },
   { name: 'INSPECT_URL', default: '(unset)', description: 'WebSocket URL of a Stately inspector to stream every machine to.' },
 ]
 
@@ -83,7 +95,29 @@ export interface RelayConfig {
     halfOpenProbes: number
   }
   dlq: { maxBytes: number; pollIntervalMs: number }
+  realtime: RealtimeConfig
   inspectUrl: string | undefined
+}
+
+export type AdapterType = 'auto' | 'websocket' | 'realtime' | 'dual'
+
+export interface RealtimeConfig {
+  /** Whether events go over Supabase Realtime at all (adapter modes resolved). */
+  enabled: boolean
+  /** The resolved adapter mode: websocket only, realtime (dashboards move to Realtime), or dual (both, compared). */
+  mode: 'websocket' | 'realtime' | 'dual'
+  useAdapter: boolean
+  adapterType: AdapterType
+  dualMode: boolean
+  url: string | undefined
+  serviceRoleKey: Redacted.Redacted<string> | undefined
+  anonKey: string | undefined
+  channel: string
+  privateChannel: boolean
+  delivery: 'broadcast' | 'database'
+  maxPayloadBytes: number
+  maxMessagesPerSecond: number
+  ackTimeoutMs: number
 }
 
 export type ConfigResult = { ok: true; config: RelayConfig } | { ok: false; errors: string[] }
@@ -123,6 +157,41 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
   const ingestToken = nonEmpty(optionalSecret('INGEST_TOKEN'))
   const inspectUrl = read('INSPECT_URL', Config.option(Config.String('INSPECT_URL')), Option.none()).pipe(Option.getOrUndefined)
   if (inspectUrl !== undefined && !/^wss?:\/\//.test(inspectUrl)) errors.push('INSPECT_URL: expected a ws:// or wss:// URL')
+
+  const bool = (name: string, fallback: boolean): boolean =>
+    read(name, Config.Boolean(name).pipe(Config.withDefault(fallback)), fallback, 'expected true or false')
+  const useAdapter = bool('MONITORING_USE_ADAPTER', false)
+  const adapterType = read(
+    'MONITORING_ADAPTER_TYPE',
+    Config.Literals(['auto', 'websocket', 'realtime', 'dual'], 'MONITORING_ADAPTER_TYPE').pipe(Config.withDefault('auto' as const)),
+    'auto',
+  )
+  const dualMode = bool('MONITORING_DUAL_MODE', false)
+  const supabaseUrl = read('SUPABASE_URL', Config.option(Config.String('SUPABASE_URL')), Option.none()).pipe(Option.getOrUndefined)
+  if (supabaseUrl !== undefined && !/^https?:\/\/[^\s/]+/.test(supabaseUrl)) errors.push('SUPABASE_URL: expected an http(s):// project URL')
+  const serviceRoleKey = nonEmpty(optionalSecret('SUPABASE_SERVICE_ROLE_KEY'))
+  const realtimeEnabled =
+    dualMode || (useAdapter && (adapterType === 'realtime' || adapterType === 'dual' || (adapterType === 'auto' && supabaseUrl !== undefined)))
+  if (realtimeEnabled && supabaseUrl === undefined) errors.push('SUPABASE_URL: required when Realtime delivery is on (MONITORING_DUAL_MODE or MONITORING_USE_ADAPTER with realtime/dual)')
+  if (realtimeEnabled && !serviceRoleKey) errors.push('SUPABASE_SERVICE_ROLE_KEY: required when Realtime delivery is on (the relay broadcasts server side)')
+  const channel = read('REALTIME_CHANNEL', Config.String('REALTIME_CHANNEL').pipe(Config.withDefault('monitoring')), 'monitoring')
+  if (!/^[A-Za-z0-9_.:-]{1,100}$/.test(channel)) errors.push(`REALTIME_CHANNEL: expected 1–100 characters of [A-Za-z0-9_.:-], got ${JSON.stringify(channel)}`)
+  const realtime: RealtimeConfig = {
+    enabled: realtimeEnabled,
+    mode: !realtimeEnabled ? 'websocket' : dualMode || adapterType === 'dual' ? 'dual' : 'realtime',
+    useAdapter,
+    adapterType,
+    dualMode,
+    url: supabaseUrl?.replace(/\/+$/, ''),
+    serviceRoleKey,
+    anonKey: read('SUPABASE_ANON_KEY', Config.option(Config.String('SUPABASE_ANON_KEY')), Option.none()).pipe(Option.getOrUndefined) || undefined,
+    channel,
+    privateChannel: bool('REALTIME_PRIVATE', false),
+    delivery: read('REALTIME_DELIVERY', Config.Literals(['broadcast', 'database'], 'REALTIME_DELIVERY').pipe(Config.withDefault('broadcast' as const)), 'broadcast'),
+    maxPayloadBytes: int('REALTIME_MAX_PAYLOAD_BYTES', 1024, 3_000_000, 250_000),
+    maxMessagesPerSecond: int('REALTIME_MAX_MESSAGES_PER_SECOND', 1, 1_000_000, 100),
+    ackTimeoutMs: int('REALTIME_ACK_TIMEOUT_MS', 100, 600_000, 5000),
+  }
 
   const config: RelayConfig = {
     port: int('PORT', 0, 65535, 8787),
@@ -168,6 +237,7 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
       maxBytes: int('DLQ_MAX_BYTES', 1_048_576, Number.MAX_SAFE_INTEGER, 1_073_741_824),
       pollIntervalMs: int('DLQ_POLL_INTERVAL_MS', 10, 600_000, 1000),
     },
+    realtime,
     inspectUrl,
   }
   if (config.batch.rate.highAbove < config.batch.rate.mediumAbove) {

@@ -1,5 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { Redacted } from 'effect'
@@ -18,6 +20,8 @@ export interface HttpDeps {
   ingestToken: Redacted.Redacted<string> | undefined
   /** The supervisor's state, and whether it is serving (running, not shutting down). */
   readiness: () => { ready: boolean; state: unknown }
+  /** Origins the dashboard page may connect to besides its own (the Supabase project). */
+  connectOrigins?: string[]
   /** Extra routes (the admin API), tried before 404. Return true when handled. */
   routes?: Array<(req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean> | boolean>
 }
@@ -120,7 +124,8 @@ export function createHttpHandlers(deps: HttpDeps) {
         return void res.end(text)
       }
       for (const route of deps.routes ?? []) if (await route(req, res, url)) return
-      if (req.method === 'GET' && (url.pathname === '/' || url.pathname === '/index.html')) return await serveStatic(res, 'index.html')
+      if (req.method === 'GET' && (url.pathname === '/' || url.pathname === '/index.html')) return await serveStatic(res, 'index.html', deps.connectOrigins ?? [])
+      if (req.method === 'GET' && url.pathname === '/vendor/supabase.js') return await serveVendor(res)
       sendJson(res, 404, { error: 'not_found', message: `no route for ${req.method} ${url.pathname}` })
     } catch (err) {
       logger.error({ err: (err as Error).message, stack: (err as Error).stack, path: url.pathname }, 'request failed')
@@ -168,13 +173,24 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefin
   })
 }
 
-async function serveStatic(res: ServerResponse, file: string): Promise<void> {
+async function serveStatic(res: ServerResponse, file: string, connectOrigins: string[]): Promise<void> {
   const body = await readFile(new URL(file, PUBLIC_DIR))
+  const extra = connectOrigins.flatMap((o) => [o, o.replace(/^http/, 'ws')]).join(' ')
   res.writeHead(200, {
     'content-type': 'text/html; charset=utf-8',
     'content-length': body.length,
-    'content-security-policy': "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'",
+    'content-security-policy': `default-src 'self'; connect-src 'self' ${extra}; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'`,
     'x-content-type-options': 'nosniff',
+    'cache-control': 'no-cache',
   })
+  res.end(body)
+}
+
+let vendorPath: string | undefined
+/** supabase-js's browser bundle, from the installed package: the page needs no CDN. */
+async function serveVendor(res: ServerResponse): Promise<void> {
+  vendorPath ??= join(dirname(createRequire(import.meta.url).resolve('@supabase/supabase-js')), 'umd', 'supabase.js')
+  const body = await readFile(vendorPath)
+  res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'content-length': body.length, 'cache-control': 'public, max-age=3600', 'x-content-type-options': 'nosniff' })
   res.end(body)
 }

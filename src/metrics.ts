@@ -49,6 +49,12 @@ export function createMetrics() {
       labelNames: ['sink'] as const,
       registers: [registry],
     }),
+    eventsDropped: new Counter({
+      name: 'relay_events_dropped_total',
+      help: 'Events a delivery path gave up on, per sink and reason (Realtime only: the store and /ws?since= still have them).',
+      labelNames: ['sink', 'reason'] as const,
+      registers: [registry],
+    }),
     eventsReplayed: new Counter({
       name: 'relay_events_replayed_total',
       help: 'Events replayed from the dead-letter queue into their sink.',

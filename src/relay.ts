@@ -7,7 +7,7 @@ import { batchFlusherMachine, type DeadLetterInput, type DeadLetterOutput, type 
 import { circuitBreakerMachine } from '../machines/circuitBreaker.js'
 import { connectionMachine, toConnectionFault, type ProbeInput } from '../machines/connection.js'
 import { dlqReplayerMachine } from '../machines/dlqReplayer.js'
-import { supervisorMachine } from '../machines/supervisor.js'
+import { realtimeHealthOf, supervisorMachine } from '../machines/supervisor.js'
 import { adminRoutes } from './admin.js'
 import { LocalBus, type Bus } from './bus.js'
 import type { RelayConfig } from './config.js'
@@ -23,6 +23,9 @@ import type { Store } from './store/store.js'
 import { StoreQueue } from './storeQueue.js'
 import { DeadLetterQueue } from './dlq.js'
 import { STORE_SINK, StoreSink } from './storeSink.js'
+import { REALTIME_SINK, RealtimeSink } from './realtimeSink.js'
+import { RealtimeTransport } from './transports/realtime.js'
+import { clientConfigRoute } from './clientConfig.js'
 import { machineObserver } from './observe.js'
 import type { StoredEvent } from './types.js'
 import { Wal } from './wal.js'
@@ -31,6 +34,9 @@ export const STORE_FLUSHER = 'storeFlusher'
 export const STORE_BREAKER = 'storeBreaker'
 export const STORE_CONNECTION = 'storeConnection'
 export const STORE_REPLAYER = 'storeDlqReplayer'
+export const REALTIME_FLUSHER = 'realtimeFlusher'
+export const REALTIME_BREAKER = 'realtimeBreaker'
+export const REALTIME_CONNECTION = 'realtimeConnection'
 /** Bound on moving what is left in memory into the DLQ at shutdown. */
 const DLQ_FLUSH_TIMEOUT_MS = 5000
 /** Replay the WAL into the store in chunks of this many events. */
@@ -61,6 +67,11 @@ export class Relay {
   readonly server: Server
   readonly actor: Actor<typeof supervisorMachine>
   readonly storeSink: StoreSink
+  readonly realtimeQueue = new StoreQueue()
+  readonly realtimeSink: RealtimeSink
+  /** Whether this relay broadcasts to Supabase Realtime itself (adapter modes, delivery=broadcast). */
+  readonly realtimeOn: boolean
+  private transport?: RealtimeTransport
   private store?: Store
   private wal?: Wal
   private dlq?: DeadLetterQueue
@@ -105,6 +116,14 @@ export class Relay {
       callTimeoutMs: config.store.statementTimeoutMs,
       onReleased: (seq) => this.onReleased(seq),
     })
+    this.realtimeOn = config.realtime.enabled && config.realtime.delivery === 'broadcast'
+    this.realtimeSink = new RealtimeSink({
+      transport: () => this.transport ?? fail('Realtime transport used before start-up finished'),
+      queue: this.realtimeQueue,
+      breaker: () => this.child<Breaker>(REALTIME_BREAKER),
+      metrics,
+      logger,
+    })
     const http = createHttpHandlers({
       ingest: this.ingest,
       hub: this.hub,
@@ -112,7 +131,9 @@ export class Relay {
       logger,
       ingestToken: config.ingestToken,
       readiness: () => this.readiness(),
+      connectOrigins: config.realtime.url ? [new URL(config.realtime.url).origin] : [],
       routes: [
+        clientConfigRoute({ realtime: config.realtime, assignment: () => this.dashboardTransport() }),
         adminRoutes({
           adminToken: config.adminToken,
           machineStates: () => this.machineStates(),
@@ -131,11 +152,15 @@ export class Relay {
       input: {
         shutdownTimeoutMs: config.shutdownTimeoutMs,
         dlqFlushTimeoutMs: DLQ_FLUSH_TIMEOUT_MS,
+        realtime: this.realtimeOn,
         flushers: [
           {
             id: STORE_FLUSHER,
             input: { name: STORE_SINK, profiles: config.batch.profiles, rate: config.batch.rate, retry: { baseMs: 100, maxMs: 5000 } },
           },
+          ...(this.realtimeOn
+            ? [{ id: REALTIME_FLUSHER, input: { name: REALTIME_SINK, profiles: config.batch.profiles, rate: config.batch.rate, retry: { baseMs: 100, maxMs: 5000 } } }]
+            : []),
         ],
         children: [
           {
@@ -150,6 +175,21 @@ export class Relay {
           },
           { id: STORE_BREAKER, src: 'circuitBreaker', input: { name: STORE_SINK, ...config.breaker } },
           { id: STORE_REPLAYER, src: 'dlqReplayer', input: { name: STORE_REPLAYER, sink: STORE_SINK, pollIntervalMs: config.dlq.pollIntervalMs, sinkHealthy: true } },
+          ...(this.realtimeOn
+            ? [
+                {
+                  id: REALTIME_CONNECTION,
+                  src: 'connection' as const,
+                  input: {
+                    name: REALTIME_SINK,
+                    backoff: { baseMs: config.connection.backoffBaseMs, capMs: config.connection.backoffCapMs },
+                    maxAttempts: config.connection.maxAttempts,
+                    probeIntervalMs: config.store.probeIntervalMs,
+                  },
+                },
+                { id: REALTIME_BREAKER, src: 'circuitBreaker' as const, input: { name: REALTIME_SINK, ...config.breaker } },
+              ]
+            : []),
         ],
       },
       inspect: observer,
@@ -248,6 +288,21 @@ export class Relay {
     this.metrics.queueDepth.labels('store').set(this.queue.size)
     this.bus.publish(batch)
     this.child(STORE_FLUSHER)?.send({ type: 'events.added', count: batch.length })
+    if (this.realtimeOn) {
+      this.realtimeQueue.push(batch)
+      // Realtime must never throttle ingest: past the bound the oldest go (counted); /ws?since= has them.
+      const over = this.realtimeQueue.size - this.config.batch.maxPending
+      if (over > 0) this.realtimeSink.discardOldest(over)
+      this.metrics.queueDepth.labels(REALTIME_SINK).set(this.realtimeQueue.size)
+      this.child(REALTIME_FLUSHER)?.send({ type: 'events.added', count: batch.length })
+    }
+  }
+
+  /** Which transport a dashboard should use now (GET /config). The rollout refines this per client. */
+  dashboardTransport(): 'realtime' | 'websocket' {
+    const r = this.config.realtime
+    if (!this.realtimeOn || !r.anonKey || r.mode !== 'realtime') return 'websocket'
+    return realtimeHealthOf(this.actor.getSnapshot()) === 'healthy' ? 'realtime' : 'websocket'
   }
 
   private onReleased(seq: number): void {
@@ -310,6 +365,35 @@ export class Relay {
     this.metrics.dependencyHealthy.labels(STORE_SINK).set(1)
     connection?.send({ type: 'connect' })
     this.notifyDlqChanged()
+    if (this.realtimeOn) this.wireRealtime()
+  }
+
+  private wireRealtime(): void {
+    const supervisor = this.actor
+    const breaker = this.child<Breaker>(REALTIME_BREAKER)
+    const connection = this.child<ActorRefFrom<typeof connectionMachine>>(REALTIME_CONNECTION)
+    breaker?.on('breaker.opened', (e) => {
+      this.logger.warn({ dependency: REALTIME_SINK, failureRate: e.failureRate }, 'Realtime circuit breaker opened: failing over to the WebSocket path')
+      this.metrics.dependencyHealthy.labels(REALTIME_SINK).set(0)
+      supervisor.send({ type: 'dependency.degraded', dependency: REALTIME_SINK, reason: `circuit breaker open (failure rate ${e.failureRate}%)` })
+    })
+    breaker?.on('breaker.halfOpened', () => this.logger.info({ dependency: REALTIME_SINK }, 'Realtime circuit breaker half-open: probing'))
+    breaker?.on('breaker.closed', (e) => {
+      this.logger.info({ dependency: REALTIME_SINK, failureRate: e.failureRate }, 'Realtime circuit breaker closed')
+      this.metrics.dependencyHealthy.labels(REALTIME_SINK).set(1)
+      supervisor.send({ type: 'dependency.healthy', dependency: REALTIME_SINK })
+    })
+    connection?.on('connection.lost', (e) => {
+      this.logger.warn({ dependency: REALTIME_SINK, code: e.code, message: e.message, attempt: e.attempt, retryInMs: e.retryInMs }, 'Realtime channel lost')
+      if (breaker && !breaker.getSnapshot().matches('open')) breaker.send({ type: 'forceOpen' })
+    })
+    connection?.on('connection.established', (e) => this.logger.info({ dependency: REALTIME_SINK, attempt: e.attempt }, 'Realtime channel joined'))
+    connection?.on('connection.failed', (e) => {
+      this.logger.error({ dependency: REALTIME_SINK, code: e.code, message: e.message, attempts: e.attempts }, 'Realtime channel given up on')
+      if (breaker && !breaker.getSnapshot().matches('open')) breaker.send({ type: 'forceOpen' })
+    })
+    this.metrics.dependencyHealthy.labels(REALTIME_SINK).set(1)
+    connection?.send({ type: 'connect' })
   }
 
   private machine() {
@@ -322,21 +406,40 @@ export class Relay {
         flushDlq: fromPromise(async () => {
           const moved = await sink.deadLetterAll('relay shut down before the store took these events')
           if (moved) relay.logger.warn({ moved }, 'events left in memory at shutdown moved to the dead-letter queue')
+          relay.realtimeSink.discardAll('relay shut down before Realtime took these events')
+        }),
+        announceFailover: fromPromise<void, { reason: string }>(async ({ input }) => {
+          await relay.requireTransport().sendControl({ action: 'failover', transport: 'websocket', path: '/ws', since: relay.realtimeSink.lastAckedSeq, reason: input.reason })
+        }),
+        announceRecovery: fromPromise<void, Record<string, never>>(async () => {
+          await relay.requireTransport().sendControl({ action: 'recovered', transport: 'realtime' })
         }),
         closeTransports: fromPromise(() => relay.closeAll()),
         healthReporter: fromCallback(() => relay.reportHealth()),
         batchFlusher: batchFlusherMachine.provide({
           actors: {
-            flushBatch: fromPromise<FlushBatchOutput, FlushBatchInput>(({ input }) => sink.flush(input.max, input.draining)),
-            deadLetter: fromPromise<DeadLetterOutput, DeadLetterInput>(({ input }) => sink.deadLetter(input.max, input.error)),
+            flushBatch: fromPromise<FlushBatchOutput, FlushBatchInput>(({ input }) =>
+              input.name === REALTIME_SINK ? relay.realtimeSink.flush(input.max, input.draining) : sink.flush(input.max, input.draining),
+            ),
+            deadLetter: fromPromise<DeadLetterOutput, DeadLetterInput>(({ input }) =>
+              input.name === REALTIME_SINK ? relay.realtimeSink.discard(input.max, input.error) : sink.deadLetter(input.max, input.error),
+            ),
           },
         }),
         connection: connectionMachine.provide({
           actors: {
-            connect: fromPromise<unknown, { name: string }>(() => sink.ping()),
-            // The pool reconnects by itself; there is no session to tear down.
+            connect: fromPromise<unknown, { name: string }>(({ input, signal }) =>
+              input.name === REALTIME_SINK ? relay.requireTransport().connect(signal) : sink.ping(),
+            ),
+            // The pool reconnects by itself; the Realtime channel is left at shutdown (closeTransports).
             disconnect: fromPromise<void, { name: string }>(async () => undefined),
             probe: fromCallback<EventObject, ProbeInput>(({ sendBack, input }) => {
+              if (input.name === REALTIME_SINK) {
+                // supabase-js rejoins by itself; the machine observes its statuses rather than fighting it.
+                return relay.requireTransport().onStatus((status, err) => {
+                  if (status !== 'SUBSCRIBED') sendBack({ type: 'connection.lost', code: status, message: err?.message ?? `channel ${status}` })
+                })
+              }
               let inFlight = false
               const timer = setInterval(() => {
                 if (inFlight) return
@@ -369,9 +472,30 @@ export class Relay {
     await mkdir(config.dataDir, { recursive: true })
     this.wal = await Wal.open({ dir: join(config.dataDir, 'wal') })
     this.dlq = await DeadLetterQueue.open({ dir: join(config.dataDir, 'dlq'), maxBytes: config.dlq.maxBytes })
+    if (this.realtimeOn) {
+      this.transport = new RealtimeTransport({
+        url: config.realtime.url!,
+        key: Redacted.value(config.realtime.serviceRoleKey!),
+        channel: config.realtime.channel,
+        privateChannel: config.realtime.privateChannel,
+        ackTimeoutMs: config.realtime.ackTimeoutMs,
+        maxPayloadBytes: config.realtime.maxPayloadBytes,
+        maxMessagesPerSecond: config.realtime.maxMessagesPerSecond,
+        logger,
+      })
+    }
     const databaseUrl = config.databaseUrl ? Redacted.value(config.databaseUrl) : undefined
     this.store = await openStore({ databaseUrl, dataDir: config.dataDir, postgres: { statementTimeoutMs: config.store.statementTimeoutMs } })
     const last = await this.recover()
+    if (config.realtime.enabled) {
+      const delivery = await this.store.setRealtimeDelivery(config.realtime.delivery, config.realtime.channel, { private: config.realtime.privateChannel }).catch((err: Error) => {
+        logger.warn({ err: err.message }, 'could not configure database broadcast')
+        return 'unavailable' as const
+      })
+      if (config.realtime.delivery === 'database' && delivery !== 'enabled') {
+        logger.error({ delivery }, 'REALTIME_DELIVERY=database needs Supabase (the realtime schema); nothing is broadcast')
+      }
+    }
     this.releasedSeq = last
     if ((this.dlq.stats().depth ?? 0) === 0) this.hub.markCommitted(last)
     this.sequencer = new LocalSequencer(last)
@@ -463,6 +587,7 @@ export class Relay {
       if (this.queue.size === 0) await this.wal.release(this.releasedSeq)
       await this.wal.close()
     }
+    await this.transport?.close().catch((err: Error) => this.logger.warn({ err: err.message }, 'Realtime close failed'))
     const dlq = this.dlq?.stats()
     await this.dlq?.close()
     await this.store?.close().catch((err: Error) => this.logger.warn({ err: err.message }, 'store close failed'))
@@ -475,6 +600,10 @@ export class Relay {
 
   private requireWal(): Wal {
     return this.wal ?? fail('write-ahead log used before start-up finished')
+  }
+
+  private requireTransport(): RealtimeTransport {
+    return this.transport ?? fail('Realtime transport used before start-up finished')
   }
 
   private requireDlq(): DeadLetterQueue {

@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs'
 import { randomUUID } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -11,7 +12,8 @@ import { createPgliteStore } from '../../src/store/pglite.js'
 import type { StoredEvent } from '../../src/types.js'
 import { describePg, freshDatabase } from '../helpers/pg.js'
 
-const VERSION = '20261122000000'
+const MIGRATION_FILES = readdirSync(new URL('../../supabase/migrations/', import.meta.url)).filter((f) => f.endsWith('.sql')).sort()
+const VERSIONS = MIGRATION_FILES.map((f) => f.split('_')[0]!)
 
 /** One database behind a Store, plus a side door for catalog queries. */
 interface Harness {
@@ -136,12 +138,12 @@ for (const backend of backends) {
     })
 
     it('applies the migration, then nothing on the second run', async () => {
-      expect(await h.store.migrate()).toEqual([VERSION])
+      expect(await h.store.migrate()).toEqual(VERSIONS)
       expect(await h.store.migrate()).toEqual([])
       const recorded = await h.query<{ version: string; name: string }>(
-        'select version, name from monitoring_relay.schema_migrations',
+        'select version, name from monitoring_relay.schema_migrations order by version',
       )
-      expect(recorded).toEqual([{ version: VERSION, name: `${VERSION}_monitoring_events.sql` }])
+      expect(recorded).toEqual(MIGRATION_FILES.map((name) => ({ version: name.split('_')[0], name })))
     })
 
     it('creates the table, indexes, row level security, policies, publication and roles', async () => {
@@ -184,7 +186,7 @@ for (const backend of backends) {
     it('runs the migration SQL itself twice without error (idempotent outside the runner)', async () => {
       const { readFile } = await import('node:fs/promises')
       const { DEFAULT_MIGRATIONS_DIR } = await import('../../src/store/migrate.js')
-      const text = await readFile(path.join(DEFAULT_MIGRATIONS_DIR, `${VERSION}_monitoring_events.sql`), 'utf8')
+      const text = await readFile(path.join(DEFAULT_MIGRATIONS_DIR, MIGRATION_FILES[0]!), 'utf8')
       await h.execInTransaction(text)
       const published = await h.query(
         "select 1 from pg_publication_tables where pubname = 'supabase_realtime' and tablename = 'monitoring_events'",
@@ -295,7 +297,7 @@ describe('PGlite persistence', () => {
     try {
       const first = await openStore({ dataDir: path.join(dir, 'data') })
       expect(first.kind).toBe('pglite')
-      expect(await first.migrate()).toEqual([VERSION])
+      expect(await first.migrate()).toEqual(VERSIONS)
       await first.insertEvents([event(), event()])
       await first.close()
       const second = await openStore({ dataDir: path.join(dir, 'data') })
@@ -354,7 +356,7 @@ describePg('Postgres: the shared cluster', () => {
       const stores = await Promise.all(dbs.flatMap((db) => [openPostgresStore(db.url), openPostgresStore(db.url)]))
       const applied = await Promise.all(stores.map((s) => s.migrate()))
       // Each database applied the migration exactly once, whichever of its two stores won.
-      for (let i = 0; i < dbs.length; i++) expect([...applied[2 * i]!, ...applied[2 * i + 1]!]).toEqual([VERSION])
+      for (let i = 0; i < dbs.length; i++) expect([...applied[2 * i]!, ...applied[2 * i + 1]!].sort()).toEqual(VERSIONS)
       await Promise.all(stores.map((s) => s.close()))
     } finally {
       await Promise.all(dbs.map((db) => db.drop()))
@@ -364,7 +366,7 @@ describePg('Postgres: the shared cluster', () => {
   it("tolerates another session creating the same role at the same moment (the migration's DO block)", async () => {
     const { readFile } = await import('node:fs/promises')
     const { DEFAULT_MIGRATIONS_DIR } = await import('../../src/store/migrate.js')
-    const text = await readFile(path.join(DEFAULT_MIGRATIONS_DIR, `${VERSION}_monitoring_events.sql`), 'utf8')
+    const text = await readFile(path.join(DEFAULT_MIGRATIONS_DIR, MIGRATION_FILES[0]!), 'utf8')
     const block = text.split(/^\$\$;$/m).find((part) => part.includes('create role'))
     expect(block).toBeDefined()
     // The same block, on role names no other test or database uses.

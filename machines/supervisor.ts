@@ -3,6 +3,7 @@ import { batchFlusherMachine, type BatchFlusherInput, type BatchFlusherOutput } 
 import { circuitBreakerMachine, type CircuitBreakerInput } from './circuitBreaker.js'
 import { connectionMachine, type ConnectionInput } from './connection.js'
 import { dlqReplayerMachine, type DlqReplayerInput } from './dlqReplayer.js'
+import { rolloutControllerMachine, type RolloutInput } from './rolloutController.js'
 
 /** A flusher the supervisor spawns once the relay runs; `id` is both its child id and systemId. */
 export interface FlusherSpec { id: string; input: BatchFlusherInput }
@@ -12,6 +13,7 @@ export type ChildSpec =
   | { id: string; src: 'connection'; input: ConnectionInput }
   | { id: string; src: 'circuitBreaker'; input: CircuitBreakerInput }
   | { id: string; src: 'dlqReplayer'; input: DlqReplayerInput }
+  | { id: string; src: 'rolloutController'; input: RolloutInput }
 
 export interface SupervisorInput {
   shutdownTimeoutMs: number
@@ -115,6 +117,7 @@ export const supervisorMachine = setup({
     connection: connectionMachine,
     circuitBreaker: circuitBreakerMachine,
     dlqReplayer: dlqReplayerMachine,
+    rolloutController: rolloutControllerMachine,
   },
   actions: {
     spawnChildren: enqueueActions(({ context, enqueue }) => {
@@ -123,7 +126,8 @@ export const supervisorMachine = setup({
         const options = { id: child.id, systemId: child.id }
         if (child.src === 'connection') enqueue.spawnChild('connection', { ...options, input: child.input })
         else if (child.src === 'circuitBreaker') enqueue.spawnChild('circuitBreaker', { ...options, input: child.input })
-        else enqueue.spawnChild('dlqReplayer', { ...options, input: child.input })
+        else if (child.src === 'dlqReplayer') enqueue.spawnChild('dlqReplayer', { ...options, input: child.input })
+        else enqueue.spawnChild('rolloutController', { ...options, input: child.input })
       }
       for (const { id, input } of context.flushers) enqueue.spawnChild('batchFlusher', { id, systemId: id, input })
     }),

@@ -57,7 +57,20 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'REALTIME_DELIVERY', default: 'broadcast', description: 'broadcast: the relay sends batches. database: a trigger on monitoring_events broadcasts each row (Supabase only).' },
   { name: 'REALTIME_MAX_PAYLOAD_BYTES', default: '250000', description: 'Largest broadcast payload (free plan limit 256 KB; paid 3,000 KB).' },
   { name: 'REALTIME_MAX_MESSAGES_PER_SECOND', default: '100', description: 'Broadcast messages/s (free plan 100; raise to 500 on Pro, 2,500 on Team).' },
+  { name: 'REALTIME_FLUSH_INTERVAL_MS', default: '50', description: 'Longest wait before pending events go out on Realtime (batches fill up to the payload limit).' },
   { name: 'REALTIME_ACK_TIMEOUT_MS', default: '5000', description: 'A broadcast not acknowledged within this is a failed call for the Realtime breaker.' },
+  { name: 'VALIDATOR_DEADLINE_MS', default: '5000', description: 'Dual mode: an event not seen on Realtime within this counts as missing.' },
+  { name: 'VALIDATOR_REPORT_INTERVAL_MS', default: '60000', description: 'Dual mode: how often a consistency_reports row is written.' },
+  { name: 'VALIDATOR_CALIBRATE', default: 'true', description: 'Dual mode: also compare the WebSocket path with itself (a shadow /ws client) to know the noise floor.' },
+  { name: 'ROLLOUT_STAGES', default: '25,50,75,100', description: 'Percent of dashboards on Realtime at each stage.' },
+  { name: 'ROLLOUT_SOAK_MS', default: '300000', description: 'How long a stage runs before its gates are evaluated.' },
+  { name: 'ROLLOUT_MIN_CONSISTENCY', default: '99.9', description: 'Gate: consistency % (matched / sent) at least this.' },
+  { name: 'ROLLOUT_MAX_ERROR_RATE', default: '0.1', description: 'Gate: Realtime error rate % below this.' },
+  { name: 'ROLLOUT_MAX_P99_MS', default: '100', description: 'Gate: Realtime p99 latency (publish → arrival) below this.' },
+  { name: 'ROLLOUT_MIN_SAMPLES', default: '1000', description: 'Gate: at least this many events compared in the window (missing data fails).' },
+  { name: 'ROLLOUT_HEALTH_INTERVAL_MS', default: '5000', description: 'How often health reports reach the rollout controller.' },
+  { name: 'REDIS_URL', default: '(unset)', description: 'Redis for the flag override tier and cross-relay invalidation (pub/sub); without it, Postgres LISTEN/NOTIFY.' },
+  { name: 'REDIS_PREFIX', default: 'relay:', description: 'Key prefix of the relay in Redis.' },
   { name: 'INSPECT_URL', default: '(unset)', description: 'WebSocket URL of a Stately inspector to stream every machine to.' },
 ]
 
@@ -96,6 +109,14 @@ export interface RelayConfig {
   }
   dlq: { maxBytes: number; pollIntervalMs: number }
   realtime: RealtimeConfig
+  validator: { deadlineMs: number; reportIntervalMs: number; calibrate: boolean }
+  rollout: {
+    stages: number[]
+    soakMs: number
+    gates: { minConsistencyPct: number; maxErrorRatePct: number; maxP99LatencyMs: number; minSamples: number }
+    healthIntervalMs: number
+  }
+  redis: { url: string | undefined; prefix: string }
   inspectUrl: string | undefined
 }
 
@@ -118,6 +139,7 @@ export interface RealtimeConfig {
   maxPayloadBytes: number
   maxMessagesPerSecond: number
   ackTimeoutMs: number
+  flushIntervalMs: number
 }
 
 export type ConfigResult = { ok: true; config: RelayConfig } | { ok: false; errors: string[] }
@@ -191,7 +213,25 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
     maxPayloadBytes: int('REALTIME_MAX_PAYLOAD_BYTES', 1024, 3_000_000, 250_000),
     maxMessagesPerSecond: int('REALTIME_MAX_MESSAGES_PER_SECOND', 1, 1_000_000, 100),
     ackTimeoutMs: int('REALTIME_ACK_TIMEOUT_MS', 100, 600_000, 5000),
+    flushIntervalMs: int('REALTIME_FLUSH_INTERVAL_MS', 1, 60_000, 50),
   }
+
+  const num = (name: string, min: number, max: number, fallback: number): number => {
+    const expected = `expected a number from ${min} to ${max}`
+    const value = read(name, Config.Number(name).pipe(Config.withDefault(fallback)), fallback, expected)
+    if (!(value >= min && value <= max)) {
+      errors.push(`${name}: ${expected}, got ${JSON.stringify(env[name])}`)
+      return fallback
+    }
+    return value
+  }
+  const stagesRaw = read('ROLLOUT_STAGES', Config.String('ROLLOUT_STAGES').pipe(Config.withDefault('25,50,75,100')), '25,50,75,100')
+  const stages = stagesRaw.split(',').map((x) => Number(x.trim()))
+  if (!stages.length || stages.some((x) => !Number.isInteger(x) || x < 1 || x > 100) || stages.some((x, i) => i > 0 && x <= stages[i - 1]!)) {
+    errors.push(`ROLLOUT_STAGES: expected increasing integers from 1 to 100 separated by commas, got ${JSON.stringify(stagesRaw)}`)
+  }
+  const redisUrl = read('REDIS_URL', Config.option(Config.String('REDIS_URL')), Option.none()).pipe(Option.getOrUndefined) || undefined
+  if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) errors.push('REDIS_URL: expected a redis:// or rediss:// URL')
 
   const config: RelayConfig = {
     port: int('PORT', 0, 65535, 8787),
@@ -238,6 +278,23 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
       pollIntervalMs: int('DLQ_POLL_INTERVAL_MS', 10, 600_000, 1000),
     },
     realtime,
+    validator: {
+      deadlineMs: int('VALIDATOR_DEADLINE_MS', 10, 600_000, 5000),
+      reportIntervalMs: int('VALIDATOR_REPORT_INTERVAL_MS', 100, 86_400_000, 60_000),
+      calibrate: bool('VALIDATOR_CALIBRATE', true),
+    },
+    rollout: {
+      stages,
+      soakMs: int('ROLLOUT_SOAK_MS', 10, 604_800_000, 300_000),
+      gates: {
+        minConsistencyPct: num('ROLLOUT_MIN_CONSISTENCY', 0, 100, 99.9),
+        maxErrorRatePct: num('ROLLOUT_MAX_ERROR_RATE', 0, 100, 0.1),
+        maxP99LatencyMs: num('ROLLOUT_MAX_P99_MS', 1, 600_000, 100),
+        minSamples: int('ROLLOUT_MIN_SAMPLES', 0, 1_000_000_000, 1000),
+      },
+      healthIntervalMs: int('ROLLOUT_HEALTH_INTERVAL_MS', 10, 3_600_000, 5000),
+    },
+    redis: { url: redisUrl, prefix: read('REDIS_PREFIX', Config.String('REDIS_PREFIX').pipe(Config.withDefault('relay:')), 'relay:') },
     inspectUrl,
   }
   if (config.batch.rate.highAbove < config.batch.rate.mediumAbove) {

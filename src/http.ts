@@ -145,8 +145,12 @@ export function createHttpHandlers(deps: HttpDeps) {
         return void socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\nsince must be a non-negative integer seq\n')
       }
     }
+    const client = url.searchParams.get('client') ?? undefined
+    if (client !== undefined && !/^[A-Za-z0-9_.:-]{1,128}$/.test(client)) {
+      return void socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\nclient must be 1-128 characters of [A-Za-z0-9_.:-]\n')
+    }
     if (!deps.readiness().ready) return void socket.end('HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\n\r\n')
-    wss.handleUpgrade(req, socket, head, (ws) => deps.hub.attach(ws, since))
+    wss.handleUpgrade(req, socket, head, (ws) => deps.hub.attach(ws, since, client))
   }
 
   return { request, upgrade, wss }

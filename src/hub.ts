@@ -28,6 +28,8 @@ const MAX_PENDING_WHILE_CATCHING_UP = 200_000
 interface Client {
   ws: WebSocket
   id: number
+  /** The dashboard's stable id (?client=), for transport assignment. */
+  clientId: string | undefined
   live: boolean
   /** Highest seq sent to this client. */
   cursor: number
@@ -84,12 +86,24 @@ export class Hub {
     }
   }
 
+  /** Sends a control frame to every live client whose dashboard id matches; returns how many. */
+  sendControl(matches: (clientId: string) => boolean, frame: Record<string, unknown>): number {
+    const text = JSON.stringify({ type: 'control', ...frame })
+    let sent = 0
+    for (const client of this.clients) {
+      if (client.closed || client.clientId === undefined || !matches(client.clientId)) continue
+      client.ws.send(text)
+      sent++
+    }
+    return sent
+  }
+
   markCommitted(seq: number): void {
     this.recent.markCommitted(seq)
   }
 
-  attach(ws: WebSocket, since: number | undefined): void {
-    const client: Client = { ws, id: this.nextId++, live: since === undefined, cursor: since ?? 0, pending: [], pendingEvents: 0, alive: true, closed: false }
+  attach(ws: WebSocket, since: number | undefined, clientId?: string): void {
+    const client: Client = { ws, id: this.nextId++, clientId, live: since === undefined, cursor: since ?? 0, pending: [], pendingEvents: 0, alive: true, closed: false }
     this.clients.add(client)
     this.options.metrics.wsClients.set(this.clients.size)
     ws.on('pong', () => (client.alive = true))

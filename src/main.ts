@@ -2,16 +2,24 @@ import { createWebSocketInspector } from '@statelyai/inspect'
 import { loadConfig } from './config.js'
 import { createLogger } from './logger.js'
 import { Relay } from './relay.js'
+import { resolveSeedFlags } from './seedFlags.js'
 
-const loaded = loadConfig(process.env)
+const first = loadConfig(process.env)
+if (!first.ok) {
+  process.stderr.write(`monitoring-relay: invalid configuration:\n  ${first.errors.join('\n  ')}\n`)
+  process.exit(1)
+}
+const logger = createLogger(first.config.logLevel)
+// Seed flags overridden in Redis or the feature_flags table win over env.
+const env = { ...process.env, ...(await resolveSeedFlags(process.env, logger).catch(() => ({}))) }
+const loaded = loadConfig(env)
 if (!loaded.ok) {
-  process.stderr.write(`monitoring-relay: invalid configuration:\n  ${loaded.errors.join('\n  ')}\n`)
+  process.stderr.write(`monitoring-relay: invalid configuration (after flag overrides):\n  ${loaded.errors.join('\n  ')}\n`)
   process.exit(1)
 }
 const { config } = loaded
-const logger = createLogger(config.logLevel)
 const inspector = config.inspectUrl ? createWebSocketInspector({ url: config.inspectUrl }) : undefined
-const relay = new Relay({ config, logger, inspect: inspector ? (event) => inspector.inspect.next?.(event) : undefined })
+const relay = new Relay({ config, logger, env, inspect: inspector ? (event) => inspector.inspect.next?.(event) : undefined })
 
 let signals = 0
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {

@@ -78,6 +78,13 @@ export function createMetrics() {
       labelNames: ['dependency'] as const,
       registers: [registry],
     }),
+    rolloutPercent: new Gauge({ name: 'relay_rollout_percent', help: 'Percent of dashboards assigned to Supabase Realtime.', registers: [registry] }),
+    consistencyPct: new Gauge({
+      name: 'relay_consistency_percent',
+      help: 'Dual mode: matched / sent per path, over the sliding window and since start.',
+      labelNames: ['path', 'scope'] as const,
+      registers: [registry],
+    }),
     machineState: new Gauge({
       name: 'relay_machine_state',
       help: 'Current state of each machine in the actor system (1 = active).',

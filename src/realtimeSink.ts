@@ -29,6 +29,8 @@ export interface RealtimeSinkDeps {
 export class RealtimeSink {
   /** Highest seq Realtime acknowledged. */
   lastAckedSeq = 0
+  /** Broadcast attempts and failures in the current and previous minute, for the rollout's error-rate gate. */
+  private calls = { windowStart: Date.now(), attempts: 0, failures: 0, prevAttempts: 0, prevFailures: 0 }
 
   constructor(private readonly deps: RealtimeSinkDeps) {}
 
@@ -89,15 +91,32 @@ export class RealtimeSink {
     this.deps.logger.warn({ sink: REALTIME_SINK, events: count, firstSeq, reason, error }, 'Realtime did not take a batch; dashboards read it from /ws?since=')
   }
 
+  /** Failed broadcasts / attempted broadcasts over roughly the last minute, in percent; null without attempts. */
+  errorRatePct(): number | null {
+    this.rollCalls()
+    const attempts = this.calls.attempts + this.calls.prevAttempts
+    return attempts === 0 ? null : ((this.calls.failures + this.calls.prevFailures) * 100) / attempts
+  }
+
+  private rollCalls(): void {
+    const now = Date.now()
+    if (now - this.calls.windowStart < 60_000) return
+    const stale = now - this.calls.windowStart >= 120_000
+    this.calls = { windowStart: now, attempts: 0, failures: 0, prevAttempts: stale ? 0 : this.calls.attempts, prevFailures: stale ? 0 : this.calls.failures }
+  }
+
   private async call<A>(what: () => Promise<A>): Promise<A> {
     const breaker = this.deps.breaker()
     if (breaker && !tryAcquirePermission(breaker)) throw new BreakerOpenError(REALTIME_SINK)
     const started = performance.now()
+    this.rollCalls()
+    this.calls.attempts++
     try {
       const result = await what()
       breaker?.send({ type: 'call.succeeded', durationMs: performance.now() - started })
       return result
     } catch (err) {
+      this.calls.failures++
       breaker?.send({ type: 'call.failed', reason: (err as Error).message })
       throw err
     }

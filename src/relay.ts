@@ -7,18 +7,21 @@ import { batchFlusherMachine, type DeadLetterInput, type DeadLetterOutput, type 
 import { circuitBreakerMachine } from '../machines/circuitBreaker.js'
 import { connectionMachine, toConnectionFault, type ProbeInput } from '../machines/connection.js'
 import { dlqReplayerMachine } from '../machines/dlqReplayer.js'
+import { rolloutControllerMachine, type ApplyPercentInput, type ApplyPercentOutput, type RolloutInput } from '../machines/rolloutController.js'
 import { realtimeHealthOf, supervisorMachine } from '../machines/supervisor.js'
 import { adminRoutes } from './admin.js'
 import { LocalBus, type Bus } from './bus.js'
 import type { RelayConfig } from './config.js'
 import { validateEvents } from './event.js'
-import { createHttpHandlers } from './http.js'
+import { bearerOf, createHttpHandlers, secretMatches, sendJson } from './http.js'
 import { Hub } from './hub.js'
 import { Ingest } from './ingest.js'
 import type { Logger } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { LocalSequencer, type Sequencer } from './sequencer.js'
 import { openStore } from './store/index.js'
+import { createPgliteStore, openPglite } from './store/pglite.js'
+import { flagAdminRoutes, FlagService, pgFlagStore, pgliteFlagStore, SEED_FLAGS, type FlagStore } from './flags/index.js'
 import type { Store } from './store/store.js'
 import { StoreQueue } from './storeQueue.js'
 import { DeadLetterQueue } from './dlq.js'
@@ -26,6 +29,10 @@ import { STORE_SINK, StoreSink } from './storeSink.js'
 import { REALTIME_SINK, RealtimeSink } from './realtimeSink.js'
 import { RealtimeTransport } from './transports/realtime.js'
 import { clientConfigRoute } from './clientConfig.js'
+import { ConsistencyValidator, type PathName } from './validator/consistency.js'
+import { realtimeShadow, websocketShadow } from './validator/shadows.js'
+import { insertReportSql, reportParams, startReportWriter, type ReportRow } from './validator/reports.js'
+import { assignedToRealtime, loadRollout, persistRollout, rolloutAdminRoutes, type RolloutActor } from './rollout.js'
 import { machineObserver } from './observe.js'
 import type { StoredEvent } from './types.js'
 import { Wal } from './wal.js'
@@ -37,6 +44,7 @@ export const STORE_REPLAYER = 'storeDlqReplayer'
 export const REALTIME_FLUSHER = 'realtimeFlusher'
 export const REALTIME_BREAKER = 'realtimeBreaker'
 export const REALTIME_CONNECTION = 'realtimeConnection'
+export const ROLLOUT = 'rolloutController'
 /** Bound on moving what is left in memory into the DLQ at shutdown. */
 const DLQ_FLUSH_TIMEOUT_MS = 5000
 /** Replay the WAL into the store in chunks of this many events. */
@@ -49,6 +57,8 @@ export interface RelayOptions {
   logger: Logger
   /** Extra inspection observer (the Stately inspector, tests). */
   inspect?: (event: InspectionEvent) => void
+  /** The environment, for the flag service's env tier (default process.env). */
+  env?: Record<string, string | undefined>
 }
 
 type Breaker = ActorRefFrom<typeof circuitBreakerMachine>
@@ -72,6 +82,19 @@ export class Relay {
   /** Whether this relay broadcasts to Supabase Realtime itself (adapter modes, delivery=broadcast). */
   readonly realtimeOn: boolean
   private transport?: RealtimeTransport
+  /** Dual mode: dashboards move to Realtime by the rollout controller's percent. */
+  readonly rolloutOn: boolean
+  private rolloutPercent = 0
+  private readonly rolloutInput: RolloutInput
+  private stopRolloutPersistence?: () => Promise<void>
+  private flags?: FlagService
+  /** Dual mode: compares what Realtime delivers with what the relay sent. */
+  validator?: ConsistencyValidator
+  private validating = false
+  private readonly shadows: Array<{ close(): Promise<void> }> = []
+  private reportWriter?: { stop(): Promise<void> }
+  private readonly env: Record<string, string | undefined>
+  private flagRoutes?: ReturnType<typeof flagAdminRoutes>
   private store?: Store
   private wal?: Wal
   private dlq?: DeadLetterQueue
@@ -80,12 +103,14 @@ export class Relay {
   private releasedSeq = 0
   private lastRelease = 0
   private wired = false
+  private readonly rolloutTimers: NodeJS.Timeout[] = []
   private readonly config: RelayConfig
   private readonly logger: Logger
 
   constructor(options: RelayOptions) {
     this.config = options.config
     this.logger = options.logger
+    this.env = options.env ?? process.env
     const { config, logger, metrics } = this
     this.hub = new Hub({
       maxBufferBytes: config.ws.clientMaxBufferBytes,
@@ -117,6 +142,8 @@ export class Relay {
       onReleased: (seq) => this.onReleased(seq),
     })
     this.realtimeOn = config.realtime.enabled && config.realtime.delivery === 'broadcast'
+    this.rolloutOn = this.realtimeOn && config.realtime.mode === 'dual'
+    this.rolloutInput = { stages: config.rollout.stages, soakMs: config.rollout.soakMs, gates: config.rollout.gates }
     this.realtimeSink = new RealtimeSink({
       transport: () => this.transport ?? fail('Realtime transport used before start-up finished'),
       queue: this.realtimeQueue,
@@ -133,7 +160,21 @@ export class Relay {
       readiness: () => this.readiness(),
       connectOrigins: config.realtime.url ? [new URL(config.realtime.url).origin] : [],
       routes: [
-        clientConfigRoute({ realtime: config.realtime, assignment: () => this.dashboardTransport() }),
+        clientConfigRoute({ realtime: config.realtime, assignment: (clientId) => this.dashboardTransport(clientId) }),
+        rolloutAdminRoutes({ adminToken: config.adminToken, rollout: () => this.child<RolloutActor>(ROLLOUT), logger }),
+        (req, res, url) => {
+          if (url.pathname !== '/admin/consistency' || req.method !== 'GET') return false
+          if (!config.adminToken) return (sendJson(res, 404, { error: 'admin_disabled', message: 'set ADMIN_TOKEN to enable the admin API' }), true)
+          if (!secretMatches(bearerOf(req), config.adminToken)) return (sendJson(res, 401, { error: 'unauthorized', message: 'missing or wrong admin bearer token' }), true)
+          if (!this.validator) return (sendJson(res, 409, { error: 'not_validating', message: 'the validator runs in dual mode (MONITORING_DUAL_MODE=true)' }), true)
+          this.validator.tick()
+          return (sendJson(res, 200, { validating: this.validating, ...this.validator.snapshot() }), true)
+        },
+        (req, res, url) => {
+          if (!url.pathname.startsWith('/admin/flags')) return false
+          if (!this.flags) return (sendJson(res, 503, { error: 'unavailable', message: 'the flag service is not open yet' }), true)
+          return (this.flagRoutes ??= flagAdminRoutes({ flags: this.flags, adminToken: config.adminToken, logger }))(req, res, url)
+        },
         adminRoutes({
           adminToken: config.adminToken,
           machineStates: () => this.machineStates(),
@@ -159,7 +200,7 @@ export class Relay {
             input: { name: STORE_SINK, profiles: config.batch.profiles, rate: config.batch.rate, retry: { baseMs: 100, maxMs: 5000 } },
           },
           ...(this.realtimeOn
-            ? [{ id: REALTIME_FLUSHER, input: { name: REALTIME_SINK, profiles: config.batch.profiles, rate: config.batch.rate, retry: { baseMs: 100, maxMs: 5000 } } }]
+            ? [{ id: REALTIME_FLUSHER, input: { name: REALTIME_SINK, profiles: realtimeProfiles(config.realtime.flushIntervalMs), rate: config.batch.rate, retry: { baseMs: 100, maxMs: 5000 } } }]
             : []),
         ],
         children: [
@@ -190,6 +231,8 @@ export class Relay {
                 { id: REALTIME_BREAKER, src: 'circuitBreaker' as const, input: { name: REALTIME_SINK, ...config.breaker } },
               ]
             : []),
+          // Its restore record is filled in during start-up, before the supervisor spawns it.
+          ...(this.rolloutOn ? [{ id: ROLLOUT, src: 'rolloutController' as const, input: this.rolloutInput }] : []),
         ],
       },
       inspect: observer,
@@ -288,6 +331,7 @@ export class Relay {
     this.metrics.queueDepth.labels('store').set(this.queue.size)
     this.bus.publish(batch)
     this.child(STORE_FLUSHER)?.send({ type: 'events.added', count: batch.length })
+    if (this.validating) this.validator?.sent(batch)
     if (this.realtimeOn) {
       this.realtimeQueue.push(batch)
       // Realtime must never throttle ingest: past the bound the oldest go (counted); /ws?since= has them.
@@ -298,11 +342,30 @@ export class Relay {
     }
   }
 
-  /** Which transport a dashboard should use now (GET /config). The rollout refines this per client. */
-  dashboardTransport(): 'realtime' | 'websocket' {
+  /**
+   * Which transport a dashboard should use now (GET /config): Realtime only while it is healthy;
+   * in realtime mode every dashboard, in dual mode those the rollout's percent covers.
+   */
+  dashboardTransport(clientId: string): 'realtime' | 'websocket' {
     const r = this.config.realtime
-    if (!this.realtimeOn || !r.anonKey || r.mode !== 'realtime') return 'websocket'
-    return realtimeHealthOf(this.actor.getSnapshot()) === 'healthy' ? 'realtime' : 'websocket'
+    if (!this.realtimeOn || !r.anonKey || r.mode === 'websocket') return 'websocket'
+    if (realtimeHealthOf(this.actor.getSnapshot()) !== 'healthy') return 'websocket'
+    if (r.mode === 'realtime') return 'realtime'
+    return assignedToRealtime(clientId, this.rolloutPercent) ? 'realtime' : 'websocket'
+  }
+
+  /** The rollout moved to `percent`: tell the dashboards whose assignment changed. */
+  private applyRolloutPercent(percent: number, reason: string): void {
+    const before = this.rolloutPercent
+    this.rolloutPercent = percent
+    this.metrics.rolloutPercent.set(percent)
+    this.logger.info({ from: before, to: percent, reason }, 'rollout percent applied')
+    if (percent > before) {
+      const moved = this.hub.sendControl((id) => assignedToRealtime(id, percent) && !assignedToRealtime(id, before), { action: 'reassign', percent })
+      this.logger.info({ moved }, 'dashboards told to move to Realtime')
+    } else if (percent < before && this.transport?.joined) {
+      this.transport.sendControl({ action: 'reassign', percent }).catch((err: Error) => this.logger.warn({ err: err.message }, 'rollback control broadcast failed; dashboards fall back on their own'))
+    }
   }
 
   private onReleased(seq: number): void {
@@ -394,6 +457,80 @@ export class Relay {
     })
     this.metrics.dependencyHealthy.labels(REALTIME_SINK).set(1)
     connection?.send({ type: 'connect' })
+    if (this.rolloutOn) {
+      this.wireRollout(breaker)
+      this.startValidator().catch((err: Error) => this.logger.error({ err: err.message }, 'consistency validator could not start; rollout gates will read missing data'))
+    }
+  }
+
+  /** Dual mode: shadow subscribers on both paths feed the validator; a report row every interval. */
+  private async startValidator(): Promise<void> {
+    const { config, logger } = this
+    const paths: PathName[] = config.validator.calibrate ? ['realtime', 'websocket'] : ['realtime']
+    const validator = (this.validator = new ConsistencyValidator({ deadlineMs: config.validator.deadlineMs, windowMs: 300_000, sampleLimit: 20, now: Date.now }, paths))
+    this.shadows.push(
+      await realtimeShadow({
+        url: config.realtime.url!,
+        key: Redacted.value(config.realtime.serviceRoleKey!),
+        channel: config.realtime.channel,
+        privateChannel: config.realtime.privateChannel,
+        onEvents: (events, at) => validator.arrived('realtime', events, at),
+        logger,
+      }),
+    )
+    if (config.validator.calibrate) {
+      this.shadows.push(await websocketShadow({ url: `ws://${loopbackOr(config.host)}:${this.port}/ws`, onEvents: (events, at) => validator.arrived('websocket', events, at), logger }))
+    }
+    this.validating = true
+    const tick = setInterval(() => {
+      validator.tick()
+      const snap = validator.snapshot()
+      for (const path of paths) {
+        const w = snap.window[path]?.consistencyPct
+        const all = snap.sinceStart[path]?.consistencyPct
+        if (w !== null && w !== undefined) this.metrics.consistencyPct.labels(path, 'window').set(w)
+        if (all !== null && all !== undefined) this.metrics.consistencyPct.labels(path, 'since_start').set(all)
+      }
+    }, 1000)
+    tick.unref()
+    this.rolloutTimers.push(tick)
+    this.reportWriter = startReportWriter({
+      intervalMs: config.validator.reportIntervalMs,
+      snapshot: () => {
+        validator.tick()
+        return validator.snapshot()
+      },
+      write: async (row: ReportRow) => {
+        await this.requireStore().query(insertReportSql, reportParams(row))
+      },
+      logger,
+    })
+    logger.info({ paths, deadlineMs: config.validator.deadlineMs }, 'consistency validator started')
+  }
+
+  private wireRollout(breaker: Breaker | undefined): void {
+    const rollout = this.child<RolloutActor>(ROLLOUT)
+    if (!rollout) return
+    this.stopRolloutPersistence = persistRollout(rollout, () => this.store, this.logger)
+    breaker?.on('breaker.opened', () => rollout.send({ type: 'breaker.opened', at: Date.now() }))
+    rollout.on('rollout.changed', (e) => this.logger.warn({ percent: e.percent, state: e.state, reason: e.reason, manual: e.manual }, 'rollout changed'))
+    rollout.on('rollout.evaluated', (e) => this.logger.info({ pass: e.pass, reason: e.reason, gates: e.gateResults }, 'rollout gates evaluated'))
+    const timer = setInterval(() => rollout.send({ type: 'health.reported', ...this.healthReport(), at: Date.now() }), this.config.rollout.healthIntervalMs)
+    timer.unref()
+    this.rolloutTimers.push(timer)
+  }
+
+  /** What the rollout gates see: the validator's window, the Realtime sink's error rate and breaker. */
+  healthReport(): { consistencyPct: number | null; errorRatePct: number | null; p99LatencyMs: number | null; samples: number; breakerClosed: boolean } {
+    const breaker = this.child<Breaker>(REALTIME_BREAKER)
+    const window = this.validator?.snapshot().window.realtime
+    return {
+      consistencyPct: window?.consistencyPct ?? null,
+      errorRatePct: this.realtimeSink.errorRatePct(),
+      p99LatencyMs: window?.latencyMs.p99 ?? null,
+      samples: window ? window.matched + window.missing + window.reordered + window.mismatched : 0,
+      breakerClosed: breaker ? breaker.getSnapshot().matches('closed') : false,
+    }
   }
 
   private machine() {
@@ -454,6 +591,14 @@ export class Relay {
           },
         }),
         circuitBreaker: circuitBreakerMachine,
+        rolloutController: rolloutControllerMachine.provide({
+          actors: {
+            applyPercent: fromPromise<ApplyPercentOutput, ApplyPercentInput>(async ({ input }) => {
+              relay.applyRolloutPercent(input.percent, input.reason)
+              return { at: Date.now() }
+            }),
+          },
+        }),
         dlqReplayer: dlqReplayerMachine.provide({ actors: { replayBatch: fromPromise(() => sink.replayOldest()) } }),
       },
     })
@@ -485,8 +630,31 @@ export class Relay {
       })
     }
     const databaseUrl = config.databaseUrl ? Redacted.value(config.databaseUrl) : undefined
-    this.store = await openStore({ databaseUrl, dataDir: config.dataDir, postgres: { statementTimeoutMs: config.store.statementTimeoutMs } })
+    let flagStore: FlagStore
+    if (databaseUrl) {
+      this.store = await openStore({ databaseUrl, dataDir: config.dataDir, postgres: { statementTimeoutMs: config.store.statementTimeoutMs } })
+      flagStore = pgFlagStore(databaseUrl)
+    } else {
+      // One embedded database, shared by the store and the flag service's database tier.
+      const db = await openPglite(config.dataDir)
+      this.store = createPgliteStore(db, join(config.dataDir, 'pglite'))
+      flagStore = pgliteFlagStore(db)
+    }
     const last = await this.recover()
+    this.flags = await FlagService.open({ store: flagStore, redisUrl: config.redis.url, redisPrefix: config.redis.prefix, env: this.env, defaults: SEED_FLAGS, logger })
+    this.flags.onChange((key) => {
+      if (SEED_FLAGS.some((f) => f.key === key)) {
+        logger.warn({ flag: key, now: this.flags?.evaluate(key).value }, 'seed flag changed: it shapes the actor system and takes effect at the next start')
+      }
+    })
+    if (this.rolloutOn) {
+      const restore = await loadRollout(this.store, logger)
+      if (restore) {
+        this.rolloutInput.restore = restore
+        this.rolloutPercent = restore.state === 'rollingBack' ? 0 : restore.percent
+        logger.info({ state: restore.state, percent: restore.percent }, 'rollout resumed from rollout_state')
+      }
+    }
     if (config.realtime.enabled) {
       const delivery = await this.store.setRealtimeDelivery(config.realtime.delivery, config.realtime.channel, { private: config.realtime.privateChannel }).catch((err: Error) => {
         logger.warn({ err: err.message }, 'could not configure database broadcast')
@@ -578,6 +746,11 @@ export class Relay {
   }
 
   private async closeAll(): Promise<void> {
+    for (const t of this.rolloutTimers) clearInterval(t)
+    this.validating = false
+    await this.reportWriter?.stop().catch(() => {})
+    for (const shadow of this.shadows) await shadow.close().catch(() => {})
+    await this.stopRolloutPersistence?.()
     await this.hub.closeAll()
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve())
@@ -588,6 +761,7 @@ export class Relay {
       await this.wal.close()
     }
     await this.transport?.close().catch((err: Error) => this.logger.warn({ err: err.message }, 'Realtime close failed'))
+    await this.flags?.close().catch((err: Error) => this.logger.warn({ err: err.message }, 'flag service close failed'))
     const dlq = this.dlq?.stats()
     await this.dlq?.close()
     await this.store?.close().catch((err: Error) => this.logger.warn({ err: err.message }, 'store close failed'))
@@ -609,6 +783,25 @@ export class Relay {
   private requireDlq(): DeadLetterQueue {
     return this.dlq ?? fail('dead-letter queue used before start-up finished')
   }
+}
+
+/**
+ * Realtime batches are bounded by bytes (the transport cuts them to the payload limit) and by the
+ * message rate, not by the store's round trips: a short interval keeps latency low at any rate,
+ * and at high rates each message still carries many events.
+ */
+function realtimeProfiles(intervalMs: number) {
+  return {
+    low: { batchSize: 100, flushIntervalMs: intervalMs },
+    medium: { batchSize: 250, flushIntervalMs: intervalMs },
+    high: { batchSize: 1000, flushIntervalMs: intervalMs },
+  }
+}
+
+/** Where this process reaches its own server: the bind address, or loopback for a wildcard bind. */
+function loopbackOr(host: string): string {
+  if (host === '0.0.0.0' || host === '::' || host === '') return '127.0.0.1'
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host
 }
 
 function fail(message: string): never {

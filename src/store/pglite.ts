@@ -9,15 +9,18 @@ import { classifyError, createSqlStore, sqlStateOf, StoreError, type SqlRunner, 
  * queues every query and transaction on its own mutex, so callers may overlap calls freely.
  */
 export async function openPgliteStore(dataDir: string): Promise<Store> {
+  return createPgliteStore(await openPglite(dataDir), path.join(dataDir, 'pglite'))
+}
+
+/** The embedded database itself, for callers that share it (the flag service's database tier). */
+export async function openPglite(dataDir: string): Promise<PGlite> {
   const dir = path.join(dataDir, 'pglite')
   await mkdir(dir, { recursive: true })
-  let db: PGlite
   try {
-    db = await PGlite.create(dir)
+    return await PGlite.create(dir)
   } catch (err) {
     throw toStoreError(err, `pglite ${dir}: open failed`)
   }
-  return createPgliteStore(db, dir)
 }
 
 /** A Store over a PGlite instance the caller opened (close() closes it). */

@@ -37,6 +37,8 @@ export interface Store {
     channel: string,
     options?: { private?: boolean },
   ): Promise<RealtimeDeliveryState>
+  /** One parameterised statement on the relay's own tables (rollout_state, consistency_reports…). */
+  query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<R[]>
   close(): Promise<void>
 }
 
@@ -239,6 +241,7 @@ export function createSqlStore(backend: SqlStoreBackend): Store {
       ])
       return row?.enabled === true ? 'enabled' : 'disabled'
     },
+    query: (sql, params) => runner.query(sql, params),
     close: () => backend.close(),
   }
 }

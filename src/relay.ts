@@ -428,6 +428,8 @@ export class Relay {
     this.metrics.dependencyHealthy.labels(STORE_SINK).set(1)
     connection?.send({ type: 'connect' })
     this.notifyDlqChanged()
+    // Events queued at start (the write-ahead log, when the store was down) wait for the flusher too.
+    if (this.queue.size) this.child(STORE_FLUSHER)?.send({ type: 'events.added', count: this.queue.size })
     if (this.realtimeOn) this.wireRealtime()
   }
 

@@ -4,6 +4,7 @@ import type { Logger } from 'pino'
 import WebSocket from 'ws'
 import type { StoredEvent } from '../types.js'
 import { TokenBucket } from './tokenBucket.js'
+import { bounded } from '../bounded.js'
 
 export type RealtimeErrorCode = 'channelError' | 'timedOut' | 'closed' | 'ackTimeout' | 'sendError' | 'rateLimited' | 'payloadTooLarge' | 'notJoined'
 
@@ -450,15 +451,3 @@ export class RealtimeTransport {
   }
 }
 
-async function bounded<T>(work: Promise<T>, ms: number): Promise<T | 'bounded'> {
-  let timer: NodeJS.Timeout | undefined
-  const limit = new Promise<'bounded'>((resolve) => {
-    timer = setTimeout(() => resolve('bounded'), ms)
-    timer.unref()
-  })
-  try {
-    return await Promise.race([work.catch(() => 'bounded' as const), limit])
-  } finally {
-    clearTimeout(timer)
-  }
-}

@@ -2,6 +2,7 @@ import { createClient, type RealtimeClientOptions } from '@supabase/supabase-js'
 import WebSocket from 'ws'
 import type { Logger } from '../logger.js'
 import type { StoredEvent } from '../types.js'
+import { bounded } from '../bounded.js'
 
 /**
  * The validator's shadow subscribers: real clients of each delivery path, as a dashboard would be,
@@ -220,15 +221,3 @@ function isEventLike(value: unknown): value is StoredEvent {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-async function bounded<T>(work: Promise<T>, ms: number): Promise<T | 'bounded'> {
-  let timer: NodeJS.Timeout | undefined
-  const limit = new Promise<'bounded'>((resolve) => {
-    timer = setTimeout(() => resolve('bounded'), ms)
-    timer.unref()
-  })
-  try {
-    return await Promise.race([work.catch(() => 'bounded' as const), limit])
-  } finally {
-    clearTimeout(timer)
-  }
-}

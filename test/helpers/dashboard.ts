@@ -18,8 +18,12 @@ export class DashboardClient {
   readonly opened: Promise<void>
   readonly closed: Promise<number>
 
-  constructor(baseUrl: string, since?: number) {
-    const url = `${baseUrl.replace(/^http/, 'ws')}/ws${since === undefined ? '' : `?since=${since}`}`
+  constructor(baseUrl: string, since?: number, client?: string) {
+    const params = new URLSearchParams()
+    if (since !== undefined) params.set('since', String(since))
+    if (client !== undefined) params.set('client', client)
+    const query = params.size ? `?${params}` : ''
+    const url = `${baseUrl.replace(/^http/, 'ws')}/ws${query}`
     this.ws = new WebSocket(url)
     this.opened = new Promise((resolve, reject) => {
       this.ws.once('open', () => resolve())

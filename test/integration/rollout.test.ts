@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { startRealtimePeer, type RealtimePeer } from '../fixtures/realtimePeer.js'
+import { DashboardClient } from '../helpers/dashboard.js'
 import { startInProcessRelay, type InProcessRelay } from '../helpers/inProcessRelay.js'
 import { describePg, freshDatabase } from '../helpers/pg.js'
 import { makeEvents, postEvents } from '../helpers/relayProcess.js'
@@ -140,6 +141,25 @@ describePg('gated rollout in dual mode (validator + rollout controller + /config
       await second.stop()
     }
   }, 60_000)
+
+  it('dashboards on /ws whose assignment changes get a reassign control frame; the others do not', async () => {
+    const r = await startInProcessRelay(env({ ROLLOUT_SOAK_MS: '600000' }))
+    const ids = Array.from({ length: 40 }, (_, i) => `ws-dash-${i}`)
+    const clients = ids.map((id) => new DashboardClient(r.url, undefined, id))
+    try {
+      await Promise.all(clients.map((c) => c.opened))
+      await waitFor(() => r.relay.hub.clientCount >= 40, 'forty dashboards attached')
+      expect((await admin(r, 'PUT', '/admin/rollout', { percent: 50 })).status).toBe(202)
+      const moved = await Promise.all(ids.map(async (id) => (await transportOf(r, id)) === 'realtime'))
+      expect(moved.some(Boolean)).toBe(true)
+      expect(moved.every(Boolean)).toBe(false)
+      await waitFor(() => clients.filter((_, i) => moved[i]).every((c) => c.frames.some((f) => f.type === 'control' && f.action === 'reassign')), 'reassign frames', 10_000)
+      expect(clients.filter((_, i) => !moved[i]).every((c) => !c.frames.some((f) => f.type === 'control'))).toBe(true)
+    } finally {
+      for (const c of clients) c.close()
+      await r.stop()
+    }
+  })
 
   it('answers 409 to a command the current state does not accept', async () => {
     const r = await startInProcessRelay(env())

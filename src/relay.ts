@@ -724,7 +724,7 @@ export class Relay {
             data: {
               accepted_per_second: Math.round(rate * 100) / 100,
               queues: { store: this.queue.size, wal_pending: this.wal?.stats().pendingAppends ?? 0 },
-              dlq: this.dlq ? pick(this.dlq.stats(), ['depth', 'events', 'parked', 'oldestAt', 'bytes']) : null,
+              dlq: this.dlq ? { ...pick(this.dlq.stats(), ['depth', 'events', 'parked', 'bytes']), oldest_at: this.dlq.stats().oldestAt ?? null } : null,
               ws: this.hub.stats(),
               machines: this.machineStates(),
               released_seq: this.releasedSeq,

@@ -79,3 +79,26 @@ describe('WebSocket fan-out', () => {
     expect(text).toMatch(/relay_machine_state\{machine="supervisor",state="running\.store\.healthy"\} 1/)
   })
 })
+
+describe('relay.health events', () => {
+  it('the relay publishes its own health as events a dashboard receives', async () => {
+    const r = await startInProcessRelay({ HEALTH_INTERVAL_MS: '200' })
+    const c = new DashboardClient(r.url)
+    try {
+      await c.opened
+      await waitFor(() => c.events.length >= 2, 'two relay.health events', 10_000)
+      const health = c.events[0]!
+      expect(health).toMatchObject({ event_type: 'relay.health', source: 'relay' })
+      expect(health.data).toMatchObject({
+        queues: { store: expect.any(Number) },
+        dlq: { depth: 0, oldest_at: null },
+        ws: { clients: expect.any(Number) },
+        machines: { supervisor: expect.anything(), storeFlusher: expect.anything(), storeBreaker: 'closed' },
+      })
+      expect(r.logs.some((l) => l.msg === 'health event not published')).toBe(false)
+    } finally {
+      c.close()
+      await r.stop()
+    }
+  })
+})

@@ -7,7 +7,7 @@ import { batchFlusherMachine, type DeadLetterInput, type DeadLetterOutput, type 
 import { circuitBreakerMachine } from '../machines/circuitBreaker.js'
 import { connectionMachine, toConnectionFault, type ProbeInput } from '../machines/connection.js'
 import { dlqReplayerMachine } from '../machines/dlqReplayer.js'
-import { rolloutControllerMachine, type ApplyPercentInput, type ApplyPercentOutput, type RolloutInput } from '../machines/rolloutController.js'
+import { rolloutControllerMachine, type ApplyPercentInput, type ApplyPercentOutput } from '../machines/rolloutController.js'
 import { realtimeHealthOf, supervisorMachine } from '../machines/supervisor.js'
 import { adminRoutes } from './admin.js'
 import { LocalBus, type Bus } from './bus.js'
@@ -29,10 +29,8 @@ import { STORE_SINK, StoreSink } from './storeSink.js'
 import { REALTIME_SINK, RealtimeSink } from './realtimeSink.js'
 import { RealtimeTransport } from './transports/realtime.js'
 import { clientConfigRoute } from './clientConfig.js'
-import { ConsistencyValidator, type PathName } from './validator/consistency.js'
-import { realtimeShadow, websocketShadow } from './validator/shadows.js'
-import { insertReportSql, reportParams, startReportWriter, type ReportRow } from './validator/reports.js'
-import { assignedToRealtime, loadRollout, persistRollout, rolloutAdminRoutes, type RolloutActor } from './rollout.js'
+import { MigrationControl } from './migrationControl.js'
+import { rolloutAdminRoutes, type RolloutActor } from './rollout.js'
 import { machineObserver } from './observe.js'
 import type { StoredEvent } from './types.js'
 import { Wal } from './wal.js'
@@ -84,15 +82,8 @@ export class Relay {
   private transport?: RealtimeTransport
   /** Dual mode: dashboards move to Realtime by the rollout controller's percent. */
   readonly rolloutOn: boolean
-  private rolloutPercent = 0
-  private readonly rolloutInput: RolloutInput
-  private stopRolloutPersistence?: () => Promise<void>
+  readonly migration: MigrationControl
   private flags?: FlagService
-  /** Dual mode: compares what Realtime delivers with what the relay sent. */
-  validator?: ConsistencyValidator
-  private validating = false
-  private readonly shadows: Array<{ close(): Promise<void> }> = []
-  private reportWriter?: { stop(): Promise<void> }
   private readonly env: Record<string, string | undefined>
   private flagRoutes?: ReturnType<typeof flagAdminRoutes>
   private store?: Store
@@ -103,7 +94,6 @@ export class Relay {
   private releasedSeq = 0
   private lastRelease = 0
   private wired = false
-  private readonly rolloutTimers: NodeJS.Timeout[] = []
   private readonly config: RelayConfig
   private readonly logger: Logger
 
@@ -143,13 +133,23 @@ export class Relay {
     })
     this.realtimeOn = config.realtime.enabled && config.realtime.delivery === 'broadcast'
     this.rolloutOn = this.realtimeOn && config.realtime.mode === 'dual'
-    this.rolloutInput = { stages: config.rollout.stages, soakMs: config.rollout.soakMs, gates: config.rollout.gates }
+
     this.realtimeSink = new RealtimeSink({
       transport: () => this.transport ?? fail('Realtime transport used before start-up finished'),
       queue: this.realtimeQueue,
       breaker: () => this.child<Breaker>(REALTIME_BREAKER),
       metrics,
       logger,
+    })
+    this.migration = new MigrationControl({
+      config,
+      logger,
+      metrics,
+      hub: this.hub,
+      realtimeSink: this.realtimeSink,
+      transport: () => this.transport,
+      store: () => this.store,
+      port: () => this.port,
     })
     const http = createHttpHandlers({
       ingest: this.ingest,
@@ -162,14 +162,7 @@ export class Relay {
       routes: [
         clientConfigRoute({ realtime: config.realtime, assignment: (clientId) => this.dashboardTransport(clientId) }),
         rolloutAdminRoutes({ adminToken: config.adminToken, rollout: () => this.child<RolloutActor>(ROLLOUT), logger }),
-        (req, res, url) => {
-          if (url.pathname !== '/admin/consistency' || req.method !== 'GET') return false
-          if (!config.adminToken) return (sendJson(res, 404, { error: 'admin_disabled', message: 'set ADMIN_TOKEN to enable the admin API' }), true)
-          if (!secretMatches(bearerOf(req), config.adminToken)) return (sendJson(res, 401, { error: 'unauthorized', message: 'missing or wrong admin bearer token' }), true)
-          if (!this.validator) return (sendJson(res, 409, { error: 'not_validating', message: 'the validator runs in dual mode (MONITORING_DUAL_MODE=true)' }), true)
-          this.validator.tick()
-          return (sendJson(res, 200, { validating: this.validating, ...this.validator.snapshot() }), true)
-        },
+        this.migration.route(),
         (req, res, url) => {
           if (!url.pathname.startsWith('/admin/flags')) return false
           if (!this.flags) return (sendJson(res, 503, { error: 'unavailable', message: 'the flag service is not open yet' }), true)
@@ -232,7 +225,7 @@ export class Relay {
               ]
             : []),
           // Its restore record is filled in during start-up, before the supervisor spawns it.
-          ...(this.rolloutOn ? [{ id: ROLLOUT, src: 'rolloutController' as const, input: this.rolloutInput }] : []),
+          ...(this.rolloutOn ? [{ id: ROLLOUT, src: 'rolloutController' as const, input: this.migration.rolloutInput }] : []),
         ],
       },
       inspect: observer,
@@ -331,7 +324,7 @@ export class Relay {
     this.metrics.queueDepth.labels('store').set(this.queue.size)
     this.bus.publish(batch)
     this.child(STORE_FLUSHER)?.send({ type: 'events.added', count: batch.length })
-    if (this.validating) this.validator?.sent(batch)
+    this.migration.sent(batch)
     if (this.realtimeOn) {
       this.realtimeQueue.push(batch)
       // Realtime must never throttle ingest: past the bound the oldest go (counted); /ws?since= has them.
@@ -351,21 +344,7 @@ export class Relay {
     if (!this.realtimeOn || !r.anonKey || r.mode === 'websocket') return 'websocket'
     if (realtimeHealthOf(this.actor.getSnapshot()) !== 'healthy') return 'websocket'
     if (r.mode === 'realtime') return 'realtime'
-    return assignedToRealtime(clientId, this.rolloutPercent) ? 'realtime' : 'websocket'
-  }
-
-  /** The rollout moved to `percent`: tell the dashboards whose assignment changed. */
-  private applyRolloutPercent(percent: number, reason: string): void {
-    const before = this.rolloutPercent
-    this.rolloutPercent = percent
-    this.metrics.rolloutPercent.set(percent)
-    this.logger.info({ from: before, to: percent, reason }, 'rollout percent applied')
-    if (percent > before) {
-      const moved = this.hub.sendControl((id) => assignedToRealtime(id, percent) && !assignedToRealtime(id, before), { action: 'reassign', percent })
-      this.logger.info({ moved }, 'dashboards told to move to Realtime')
-    } else if (percent < before && this.transport?.joined) {
-      this.transport.sendControl({ action: 'reassign', percent }).catch((err: Error) => this.logger.warn({ err: err.message }, 'rollback control broadcast failed; dashboards fall back on their own'))
-    }
+    return this.migration.assigned(clientId) ? 'realtime' : 'websocket'
   }
 
   private onReleased(seq: number): void {
@@ -459,80 +438,7 @@ export class Relay {
     })
     this.metrics.dependencyHealthy.labels(REALTIME_SINK).set(1)
     connection?.send({ type: 'connect' })
-    if (this.rolloutOn) {
-      this.wireRollout(breaker)
-      this.startValidator().catch((err: Error) => this.logger.error({ err: err.message }, 'consistency validator could not start; rollout gates will read missing data'))
-    }
-  }
-
-  /** Dual mode: shadow subscribers on both paths feed the validator; a report row every interval. */
-  private async startValidator(): Promise<void> {
-    const { config, logger } = this
-    const paths: PathName[] = config.validator.calibrate ? ['realtime', 'websocket'] : ['realtime']
-    const validator = (this.validator = new ConsistencyValidator({ deadlineMs: config.validator.deadlineMs, windowMs: 300_000, sampleLimit: 20, now: Date.now }, paths))
-    this.shadows.push(
-      await realtimeShadow({
-        url: config.realtime.url!,
-        key: Redacted.value(config.realtime.serviceRoleKey!),
-        channel: config.realtime.channel,
-        privateChannel: config.realtime.privateChannel,
-        onEvents: (events, at) => validator.arrived('realtime', events, at),
-        logger,
-      }),
-    )
-    if (config.validator.calibrate) {
-      this.shadows.push(await websocketShadow({ url: `ws://${loopbackOr(config.host)}:${this.port}/ws`, onEvents: (events, at) => validator.arrived('websocket', events, at), logger }))
-    }
-    this.validating = true
-    const tick = setInterval(() => {
-      validator.tick()
-      const snap = validator.snapshot()
-      for (const path of paths) {
-        const w = snap.window[path]?.consistencyPct
-        const all = snap.sinceStart[path]?.consistencyPct
-        if (w !== null && w !== undefined) this.metrics.consistencyPct.labels(path, 'window').set(w)
-        if (all !== null && all !== undefined) this.metrics.consistencyPct.labels(path, 'since_start').set(all)
-      }
-    }, 1000)
-    tick.unref()
-    this.rolloutTimers.push(tick)
-    this.reportWriter = startReportWriter({
-      intervalMs: config.validator.reportIntervalMs,
-      snapshot: () => {
-        validator.tick()
-        return validator.snapshot()
-      },
-      write: async (row: ReportRow) => {
-        await this.requireStore().query(insertReportSql, reportParams(row))
-      },
-      logger,
-    })
-    logger.info({ paths, deadlineMs: config.validator.deadlineMs }, 'consistency validator started')
-  }
-
-  private wireRollout(breaker: Breaker | undefined): void {
-    const rollout = this.child<RolloutActor>(ROLLOUT)
-    if (!rollout) return
-    this.stopRolloutPersistence = persistRollout(rollout, () => this.store, this.logger)
-    breaker?.on('breaker.opened', () => rollout.send({ type: 'breaker.opened', at: Date.now() }))
-    rollout.on('rollout.changed', (e) => this.logger.warn({ percent: e.percent, state: e.state, reason: e.reason, manual: e.manual }, 'rollout changed'))
-    rollout.on('rollout.evaluated', (e) => this.logger.info({ pass: e.pass, reason: e.reason, gates: e.gateResults }, 'rollout gates evaluated'))
-    const timer = setInterval(() => rollout.send({ type: 'health.reported', ...this.healthReport(), at: Date.now() }), this.config.rollout.healthIntervalMs)
-    timer.unref()
-    this.rolloutTimers.push(timer)
-  }
-
-  /** What the rollout gates see: the validator's window, the Realtime sink's error rate and breaker. */
-  healthReport(): { consistencyPct: number | null; errorRatePct: number | null; p99LatencyMs: number | null; samples: number; breakerClosed: boolean } {
-    const breaker = this.child<Breaker>(REALTIME_BREAKER)
-    const window = this.validator?.snapshot().window.realtime
-    return {
-      consistencyPct: window?.consistencyPct ?? null,
-      errorRatePct: this.realtimeSink.errorRatePct(),
-      p99LatencyMs: window?.latencyMs.p99 ?? null,
-      samples: window ? window.matched + window.missing + window.reordered + window.mismatched : 0,
-      breakerClosed: breaker ? breaker.getSnapshot().matches('closed') : false,
-    }
+    if (this.rolloutOn) this.migration.start(this.child<RolloutActor>(ROLLOUT), breaker)
   }
 
   private machine() {
@@ -596,7 +502,7 @@ export class Relay {
         rolloutController: rolloutControllerMachine.provide({
           actors: {
             applyPercent: fromPromise<ApplyPercentOutput, ApplyPercentInput>(async ({ input }) => {
-              relay.applyRolloutPercent(input.percent, input.reason)
+              relay.migration.applyPercent(input.percent, input.reason)
               return { at: Date.now() }
             }),
           },
@@ -649,14 +555,7 @@ export class Relay {
         logger.warn({ flag: key, now: this.flags?.evaluate(key).value }, 'seed flag changed: it shapes the actor system and takes effect at the next start')
       }
     })
-    if (this.rolloutOn) {
-      const restore = await loadRollout(this.store, logger)
-      if (restore) {
-        this.rolloutInput.restore = restore
-        this.rolloutPercent = restore.state === 'rollingBack' ? 0 : restore.percent
-        logger.info({ state: restore.state, percent: restore.percent }, 'rollout resumed from rollout_state')
-      }
-    }
+    if (this.rolloutOn) await this.migration.restore(this.store)
     if (config.realtime.enabled) {
       const delivery = await this.store.setRealtimeDelivery(config.realtime.delivery, config.realtime.channel, { private: config.realtime.privateChannel }).catch((err: Error) => {
         logger.warn({ err: err.message }, 'could not configure database broadcast')
@@ -748,11 +647,7 @@ export class Relay {
   }
 
   private async closeAll(): Promise<void> {
-    for (const t of this.rolloutTimers) clearInterval(t)
-    this.validating = false
-    await this.reportWriter?.stop().catch(() => {})
-    for (const shadow of this.shadows) await shadow.close().catch(() => {})
-    await this.stopRolloutPersistence?.()
+    await this.migration.stop()
     await this.hub.closeAll()
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve())
@@ -798,12 +693,6 @@ function realtimeProfiles(intervalMs: number) {
     medium: { batchSize: 250, flushIntervalMs: intervalMs },
     high: { batchSize: 1000, flushIntervalMs: intervalMs },
   }
-}
-
-/** Where this process reaches its own server: the bind address, or loopback for a wildcard bind. */
-function loopbackOr(host: string): string {
-  if (host === '0.0.0.0' || host === '::' || host === '') return '127.0.0.1'
-  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host
 }
 
 function fail(message: string): never {

@@ -42,7 +42,8 @@ export function createMetrics() {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
-    walFsyncs: new Counter({ name: 'relay_wal_fsyncs_total', help: 'fsyncs of the write-ahead log (group commits).', registers: [registry] }),
+    walFsyncs: new Gauge({ name: 'relay_wal_fsyncs', help: 'fsyncs of the write-ahead log since start (appends share them: group commit).', registers: [registry] }),
+    walAppends: new Gauge({ name: 'relay_wal_appended_events', help: 'Events appended to the write-ahead log since start.', registers: [registry] }),
     eventsDeadLettered: new Counter({
       name: 'relay_events_dead_lettered_total',
       help: 'Events moved to the dead-letter queue, per sink.',

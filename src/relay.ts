@@ -637,6 +637,11 @@ export class Relay {
   }
 
   private collectGauges(): void {
+    const wal = this.wal?.stats()
+    if (wal) {
+      this.metrics.walFsyncs.set(wal.fsyncs)
+      this.metrics.walAppends.set(wal.appendedEvents)
+    }
     const stats = this.dlq?.stats()
     if (!stats) return
     this.metrics.dlqDepth.set(stats.depth)

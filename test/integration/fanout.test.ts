@@ -77,6 +77,12 @@ describe('WebSocket fan-out', () => {
       expect(text).toContain(name)
     }
     expect(text).toMatch(/relay_machine_state\{machine="supervisor",state="running\.store\.healthy"\} 1/)
+    // Durability costs an fsync per request (shared by concurrent ones), not per event.
+    const fsyncs = Number(/relay_wal_fsyncs (\d+)/.exec(text)?.[1])
+    const appended = Number(/relay_wal_appended_events (\d+)/.exec(text)?.[1])
+    expect(appended).toBeGreaterThanOrEqual(20_000)
+    expect(fsyncs).toBeGreaterThan(0)
+    expect(appended / fsyncs).toBeGreaterThanOrEqual(100)
   })
 })
 

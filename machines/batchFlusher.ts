@@ -10,6 +10,12 @@ export interface BatchFlusherInput {
   profiles: Record<ProfileName, Profile>
   rate: RateThresholds
   retry: RetryPolicy
+  /**
+   * Largest batch when the backlog is at least twice the profile's batch (a burst before the rate
+   * window caught up, a recovery): profiles size batches for latency at a steady rate, a backlog
+   * wants few round trips. Default: the profile's batch size (no catching up).
+   */
+  backlogBatchSize?: number
 }
 
 /** Seed profiles: bigger batches and shorter intervals as the measured rate rises. */
@@ -64,6 +70,12 @@ export interface BatchFlusherContext extends BatchFlusherInput {
   flushedTotal: number
 }
 
+/** The profile's batch, or up to backlogBatchSize of a backlog at least twice that. */
+export function batchMaxFor(c: Pick<BatchFlusherContext, 'pending' | 'batchSize' | 'backlogBatchSize'>): number {
+  const backlog = c.backlogBatchSize ?? c.batchSize
+  return c.pending >= c.batchSize * 2 ? Math.max(c.batchSize, Math.min(c.pending, backlog)) : c.batchSize
+}
+
 const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error))
 const flushInput = (c: BatchFlusherContext, draining: boolean): FlushBatchInput => ({ name: c.name, max: c.batchMax, draining })
 const deadLetterInput = (c: BatchFlusherContext): DeadLetterInput => ({ name: c.name, max: c.batchMax, error: c.lastError ?? '' })
@@ -100,7 +112,7 @@ export const batchFlusherMachine = setup({
     addPending: assign(({ context }, { count }: { count: number }) => ({ pending: context.pending + count })),
     countForRate: assign(({ context }, { count }: { count: number }) => ({ addedInWindow: context.addedInWindow + count })),
     markDrainRequested: assign({ drainRequested: true }),
-    startBatch: assign({ batchMax: ({ context }) => context.batchSize }),
+    startBatch: assign({ batchMax: ({ context }) => batchMaxFor(context) }),
     recordFlush: enqueueActions(({ context, enqueue }, { flushed, durationMs }: FlushBatchOutput) => {
       enqueue.assign({ pending: Math.max(0, context.pending - flushed), flushedTotal: context.flushedTotal + flushed, attempt: 0, lastError: null })
       enqueue.emit({ type: 'batch.flushed', name: context.name, count: flushed, ...(durationMs === undefined ? {} : { durationMs }) })

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Redacted } from 'effect'
-import { bearerOf, secretMatches, sendJson } from './http.js'
+import { adminAllowed, sendJson } from './http.js'
 
 export interface AdminDeps {
   adminToken: Redacted.Redacted<string> | undefined
@@ -22,14 +22,7 @@ export interface AdminDeps {
 export function adminRoutes(deps: AdminDeps) {
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> => {
     if (!url.pathname.startsWith('/admin/') && url.pathname !== '/admin') return false
-    if (!deps.adminToken) {
-      sendJson(res, 404, { error: 'admin_disabled', message: 'set ADMIN_TOKEN to enable the admin API' })
-      return true
-    }
-    if (!secretMatches(bearerOf(req), deps.adminToken)) {
-      sendJson(res, 401, { error: 'unauthorized', message: 'missing or wrong admin bearer token' }, { 'www-authenticate': 'Bearer' })
-      return true
-    }
+    if (!adminAllowed(req, res, deps.adminToken)) return true
     const route = `${req.method} ${url.pathname}`
     switch (route) {
       case 'GET /admin/state':

@@ -1,5 +1,7 @@
 import { Config, ConfigProvider, Effect, Exit, Option, Redacted } from 'effect'
 import { isIP } from 'node:net'
+import { defaultFlusherProfiles, defaultRateThresholds } from '../machines/batchFlusher.js'
+import { defaultBreakerSettings } from '../machines/circuitBreaker.js'
 
 /**
  * Every env flag of the relay, read once at start with effect Config. Each flag is parsed on
@@ -20,14 +22,14 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'INGEST_TOKEN', default: '(unset → no auth on loopback)', description: 'Bearer token producers must send to POST /events.' },
   { name: 'ADMIN_TOKEN', default: '(unset → /admin disabled)', description: 'Bearer token for the /admin API.' },
   { name: 'LOG_LEVEL', default: 'info', description: 'pino level: fatal, error, warn, info, debug, trace, silent.' },
-  { name: 'BATCH_HIGH_SIZE', default: '100', description: 'Store batch size in the high-rate profile.' },
-  { name: 'BATCH_HIGH_INTERVAL_MS', default: '100', description: 'Flush interval in the high-rate profile.' },
-  { name: 'BATCH_MEDIUM_SIZE', default: '50', description: 'Store batch size in the medium-rate profile.' },
-  { name: 'BATCH_MEDIUM_INTERVAL_MS', default: '500', description: 'Flush interval in the medium-rate profile.' },
-  { name: 'BATCH_LOW_SIZE', default: '10', description: 'Store batch size in the low-rate profile.' },
-  { name: 'BATCH_LOW_INTERVAL_MS', default: '2000', description: 'Flush interval in the low-rate profile.' },
-  { name: 'BATCH_RATE_MEDIUM', default: '10', description: 'Events/s above which the flusher switches to the medium profile.' },
-  { name: 'BATCH_RATE_HIGH', default: '100', description: 'Events/s above which the flusher switches to the high profile.' },
+  { name: 'BATCH_HIGH_SIZE', default: String(defaultFlusherProfiles.high.batchSize), description: 'Store batch size in the high-rate profile.' },
+  { name: 'BATCH_HIGH_INTERVAL_MS', default: String(defaultFlusherProfiles.high.flushIntervalMs), description: 'Flush interval in the high-rate profile.' },
+  { name: 'BATCH_MEDIUM_SIZE', default: String(defaultFlusherProfiles.medium.batchSize), description: 'Store batch size in the medium-rate profile.' },
+  { name: 'BATCH_MEDIUM_INTERVAL_MS', default: String(defaultFlusherProfiles.medium.flushIntervalMs), description: 'Flush interval in the medium-rate profile.' },
+  { name: 'BATCH_LOW_SIZE', default: String(defaultFlusherProfiles.low.batchSize), description: 'Store batch size in the low-rate profile.' },
+  { name: 'BATCH_LOW_INTERVAL_MS', default: String(defaultFlusherProfiles.low.flushIntervalMs), description: 'Flush interval in the low-rate profile.' },
+  { name: 'BATCH_RATE_MEDIUM', default: String(defaultRateThresholds.mediumAbove), description: 'Events/s above which the flusher switches to the medium profile.' },
+  { name: 'BATCH_RATE_HIGH', default: String(defaultRateThresholds.highAbove), description: 'Events/s above which the flusher switches to the high profile.' },
   { name: 'BATCH_MAX_PENDING', default: '100000', description: 'Accepted events waiting for the store before ingest answers 429.' },
   { name: 'WS_CLIENT_MAX_BUFFER_BYTES', default: '8388608', description: 'Per-dashboard send queue bound; a client past it is closed with 1013.' },
   { name: 'WS_RING_SIZE', default: '10000', description: 'Recent events kept in memory for resuming clients (plus all not yet stored).' },
@@ -38,12 +40,12 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'CONNECTION_BACKOFF_BASE_MS', default: '250', description: 'Reconnect backoff base (exponential, full jitter).' },
   { name: 'CONNECTION_BACKOFF_CAP_MS', default: '30000', description: 'Reconnect backoff cap.' },
   { name: 'CONNECTION_MAX_ATTEMPTS', default: '0', description: 'Reconnect attempts before a connection is `failed` (0 = unlimited).' },
-  { name: 'BREAKER_FAILURE_RATE', default: '50', description: 'Percent of failed calls in the window that opens a breaker.' },
-  { name: 'BREAKER_WINDOW', default: '20', description: 'Sliding window: the last N calls.' },
-  { name: 'BREAKER_MIN_CALLS', default: '10', description: 'Calls in the window before the failure rate counts.' },
-  { name: 'BREAKER_SLOW_CALL_MS', default: '2000', description: 'A successful call slower than this counts as a failure.' },
-  { name: 'BREAKER_OPEN_MS', default: '10000', description: 'Cool-down of an open breaker before probing.' },
-  { name: 'BREAKER_HALF_OPEN_PROBES', default: '5', description: 'Probe calls in half-open; all must succeed to close.' },
+  { name: 'BREAKER_FAILURE_RATE', default: String(defaultBreakerSettings.failureRateThreshold), description: 'Percent of failed calls in the window that opens a breaker.' },
+  { name: 'BREAKER_WINDOW', default: String(defaultBreakerSettings.slidingWindowSize), description: 'Sliding window: the last N calls.' },
+  { name: 'BREAKER_MIN_CALLS', default: String(defaultBreakerSettings.minimumNumberOfCalls), description: 'Calls in the window before the failure rate counts.' },
+  { name: 'BREAKER_SLOW_CALL_MS', default: String(defaultBreakerSettings.slowCallDurationMs), description: 'A successful call slower than this counts as a failure.' },
+  { name: 'BREAKER_OPEN_MS', default: String(defaultBreakerSettings.openDurationMs), description: 'Cool-down of an open breaker before probing.' },
+  { name: 'BREAKER_HALF_OPEN_PROBES', default: String(defaultBreakerSettings.halfOpenProbes), description: 'Probe calls in half-open; all must succeed to close.' },
   { name: 'DLQ_MAX_BYTES', default: '1073741824', description: 'Dead-letter queue bound on disk; at 90 % ingest answers 429.' },
   { name: 'DLQ_POLL_INTERVAL_MS', default: '1000', description: 'How often the DLQ replayer re-checks while waiting.' },
   { name: 'MONITORING_USE_ADAPTER', default: 'false', description: 'false: WebSocket only (legacy). true: MONITORING_ADAPTER_TYPE decides.' },
@@ -156,7 +158,7 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
   }
   const optionalSecret = (name: string) =>
     read(name, Config.option(Config.Redacted(name)), Option.none()).pipe(Option.getOrUndefined)
-  const int = (name: string, min: number, max: number, fallback: number): number => {
+  const int = (name: string, min: number, max: number, fallback = flagDefault(name)): number => {
     const expected = `expected an integer from ${min} to ${max}`
     const value = read(name, Config.Int(name).pipe(Config.withDefault(fallback)), fallback, expected)
     if (value < min || value > max) {
@@ -210,13 +212,13 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
     channel,
     privateChannel: bool('REALTIME_PRIVATE', false),
     delivery: read('REALTIME_DELIVERY', Config.Literals(['broadcast', 'database'], 'REALTIME_DELIVERY').pipe(Config.withDefault('broadcast' as const)), 'broadcast'),
-    maxPayloadBytes: int('REALTIME_MAX_PAYLOAD_BYTES', 1024, 3_000_000, 250_000),
-    maxMessagesPerSecond: int('REALTIME_MAX_MESSAGES_PER_SECOND', 1, 1_000_000, 100),
-    ackTimeoutMs: int('REALTIME_ACK_TIMEOUT_MS', 100, 600_000, 5000),
-    flushIntervalMs: int('REALTIME_FLUSH_INTERVAL_MS', 1, 60_000, 50),
+    maxPayloadBytes: int('REALTIME_MAX_PAYLOAD_BYTES', 1024, 3_000_000),
+    maxMessagesPerSecond: int('REALTIME_MAX_MESSAGES_PER_SECOND', 1, 1_000_000),
+    ackTimeoutMs: int('REALTIME_ACK_TIMEOUT_MS', 100, 600_000),
+    flushIntervalMs: int('REALTIME_FLUSH_INTERVAL_MS', 1, 60_000),
   }
 
-  const num = (name: string, min: number, max: number, fallback: number): number => {
+  const num = (name: string, min: number, max: number, fallback = flagDefault(name)): number => {
     const expected = `expected a number from ${min} to ${max}`
     const value = read(name, Config.Number(name).pipe(Config.withDefault(fallback)), fallback, expected)
     if (!(value >= min && value <= max)) {
@@ -234,7 +236,7 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
   if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) errors.push('REDIS_URL: expected a redis:// or rediss:// URL')
 
   const config: RelayConfig = {
-    port: int('PORT', 0, 65535, 8787),
+    port: int('PORT', 0, 65535),
     host,
     dataDir: read('DATA_DIR', Config.NonEmptyString('DATA_DIR').pipe(Config.withDefault('./data')), './data'),
     databaseUrl,
@@ -243,56 +245,56 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
     logLevel,
     batch: {
       profiles: {
-        high: { batchSize: int('BATCH_HIGH_SIZE', 1, 10_000, 100), flushIntervalMs: int('BATCH_HIGH_INTERVAL_MS', 1, 3_600_000, 100) },
-        medium: { batchSize: int('BATCH_MEDIUM_SIZE', 1, 10_000, 50), flushIntervalMs: int('BATCH_MEDIUM_INTERVAL_MS', 1, 3_600_000, 500) },
-        low: { batchSize: int('BATCH_LOW_SIZE', 1, 10_000, 10), flushIntervalMs: int('BATCH_LOW_INTERVAL_MS', 1, 3_600_000, 2000) },
+        high: { batchSize: int('BATCH_HIGH_SIZE', 1, 10_000), flushIntervalMs: int('BATCH_HIGH_INTERVAL_MS', 1, 3_600_000) },
+        medium: { batchSize: int('BATCH_MEDIUM_SIZE', 1, 10_000), flushIntervalMs: int('BATCH_MEDIUM_INTERVAL_MS', 1, 3_600_000) },
+        low: { batchSize: int('BATCH_LOW_SIZE', 1, 10_000), flushIntervalMs: int('BATCH_LOW_INTERVAL_MS', 1, 3_600_000) },
       },
-      rate: { mediumAbove: int('BATCH_RATE_MEDIUM', 0, 10_000_000, 10), highAbove: int('BATCH_RATE_HIGH', 0, 10_000_000, 100), windowMs: 1000 },
-      maxPending: int('BATCH_MAX_PENDING', 100, 100_000_000, 100_000),
+      rate: { mediumAbove: int('BATCH_RATE_MEDIUM', 0, 10_000_000), highAbove: int('BATCH_RATE_HIGH', 0, 10_000_000), windowMs: defaultRateThresholds.windowMs },
+      maxPending: int('BATCH_MAX_PENDING', 100, 100_000_000),
     },
     ws: {
-      clientMaxBufferBytes: int('WS_CLIENT_MAX_BUFFER_BYTES', 65_536, 1 << 30, 8 * 1024 * 1024),
-      ringSize: int('WS_RING_SIZE', 100, 10_000_000, 10_000),
+      clientMaxBufferBytes: int('WS_CLIENT_MAX_BUFFER_BYTES', 65_536, 1 << 30),
+      ringSize: int('WS_RING_SIZE', 100, 10_000_000),
     },
-    healthIntervalMs: int('HEALTH_INTERVAL_MS', 0, 86_400_000, 10_000),
-    shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 100, 3_600_000, 10_000),
+    healthIntervalMs: int('HEALTH_INTERVAL_MS', 0, 86_400_000),
+    shutdownTimeoutMs: int('SHUTDOWN_TIMEOUT_MS', 100, 3_600_000),
     store: {
-      statementTimeoutMs: int('STORE_STATEMENT_TIMEOUT_MS', 100, 600_000, 5000),
-      probeIntervalMs: int('STORE_PROBE_INTERVAL_MS', 100, 600_000, 2000),
+      statementTimeoutMs: int('STORE_STATEMENT_TIMEOUT_MS', 100, 600_000),
+      probeIntervalMs: int('STORE_PROBE_INTERVAL_MS', 100, 600_000),
     },
     connection: {
-      backoffBaseMs: int('CONNECTION_BACKOFF_BASE_MS', 1, 600_000, 250),
-      backoffCapMs: int('CONNECTION_BACKOFF_CAP_MS', 1, 3_600_000, 30_000),
-      maxAttempts: int('CONNECTION_MAX_ATTEMPTS', 0, 1_000_000, 0) || undefined,
+      backoffBaseMs: int('CONNECTION_BACKOFF_BASE_MS', 1, 600_000),
+      backoffCapMs: int('CONNECTION_BACKOFF_CAP_MS', 1, 3_600_000),
+      maxAttempts: int('CONNECTION_MAX_ATTEMPTS', 0, 1_000_000) || undefined,
     },
     breaker: {
-      failureRateThreshold: int('BREAKER_FAILURE_RATE', 1, 100, 50),
-      slidingWindowSize: int('BREAKER_WINDOW', 1, 10_000, 20),
-      minimumNumberOfCalls: int('BREAKER_MIN_CALLS', 1, 10_000, 10),
-      slowCallDurationMs: int('BREAKER_SLOW_CALL_MS', 1, 600_000, 2000),
-      openDurationMs: int('BREAKER_OPEN_MS', 1, 3_600_000, 10_000),
-      halfOpenProbes: int('BREAKER_HALF_OPEN_PROBES', 1, 1000, 5),
+      failureRateThreshold: int('BREAKER_FAILURE_RATE', 1, 100),
+      slidingWindowSize: int('BREAKER_WINDOW', 1, 10_000),
+      minimumNumberOfCalls: int('BREAKER_MIN_CALLS', 1, 10_000),
+      slowCallDurationMs: int('BREAKER_SLOW_CALL_MS', 1, 600_000),
+      openDurationMs: int('BREAKER_OPEN_MS', 1, 3_600_000),
+      halfOpenProbes: int('BREAKER_HALF_OPEN_PROBES', 1, 1000),
     },
     dlq: {
-      maxBytes: int('DLQ_MAX_BYTES', 1_048_576, Number.MAX_SAFE_INTEGER, 1_073_741_824),
-      pollIntervalMs: int('DLQ_POLL_INTERVAL_MS', 10, 600_000, 1000),
+      maxBytes: int('DLQ_MAX_BYTES', 1_048_576, Number.MAX_SAFE_INTEGER),
+      pollIntervalMs: int('DLQ_POLL_INTERVAL_MS', 10, 600_000),
     },
     realtime,
     validator: {
-      deadlineMs: int('VALIDATOR_DEADLINE_MS', 10, 600_000, 5000),
-      reportIntervalMs: int('VALIDATOR_REPORT_INTERVAL_MS', 100, 86_400_000, 60_000),
+      deadlineMs: int('VALIDATOR_DEADLINE_MS', 10, 600_000),
+      reportIntervalMs: int('VALIDATOR_REPORT_INTERVAL_MS', 100, 86_400_000),
       calibrate: bool('VALIDATOR_CALIBRATE', true),
     },
     rollout: {
       stages,
-      soakMs: int('ROLLOUT_SOAK_MS', 10, 604_800_000, 300_000),
+      soakMs: int('ROLLOUT_SOAK_MS', 10, 604_800_000),
       gates: {
-        minConsistencyPct: num('ROLLOUT_MIN_CONSISTENCY', 0, 100, 99.9),
-        maxErrorRatePct: num('ROLLOUT_MAX_ERROR_RATE', 0, 100, 0.1),
-        maxP99LatencyMs: num('ROLLOUT_MAX_P99_MS', 1, 600_000, 100),
-        minSamples: int('ROLLOUT_MIN_SAMPLES', 0, 1_000_000_000, 1000),
+        minConsistencyPct: num('ROLLOUT_MIN_CONSISTENCY', 0, 100),
+        maxErrorRatePct: num('ROLLOUT_MAX_ERROR_RATE', 0, 100),
+        maxP99LatencyMs: num('ROLLOUT_MAX_P99_MS', 1, 600_000),
+        minSamples: int('ROLLOUT_MIN_SAMPLES', 0, 1_000_000_000),
       },
-      healthIntervalMs: int('ROLLOUT_HEALTH_INTERVAL_MS', 10, 3_600_000, 5000),
+      healthIntervalMs: int('ROLLOUT_HEALTH_INTERVAL_MS', 10, 3_600_000),
     },
     redis: { url: redisUrl, prefix: read('REDIS_PREFIX', Config.String('REDIS_PREFIX').pipe(Config.withDefault('relay:')), 'relay:') },
     inspectUrl,
@@ -304,6 +306,13 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
     errors.push(`INGEST_TOKEN: required when HOST (${host}) is not a loopback address, so producers on the network must authenticate`)
   }
   return errors.length ? { ok: false, errors } : { ok: true, config }
+}
+
+/** A numeric flag's default, as FLAGS (and so README) states it: one source for both. */
+function flagDefault(name: string): number {
+  const value = Number(FLAGS.find((f) => f.name === name)?.default)
+  if (!Number.isFinite(value)) throw new Error(`flag ${name} has no numeric default`)
+  return value
 }
 
 export function isLoopback(host: string): boolean {

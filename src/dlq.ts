@@ -337,6 +337,11 @@ export class DeadLetterQueue {
     }
   }
 
+  /** Live (replayable) entries; cheap, for hot paths (stats() builds the whole report). */
+  get liveDepth(): number {
+    return this.depth
+  }
+
   /** For back-pressure: the files hold at least 90 % of maxBytes. */
   get nearlyFull(): boolean {
     return this.bytes >= this.maxBytes * 0.9

@@ -43,6 +43,22 @@ export function bearerOf(req: IncomingMessage): string | undefined {
   return match ? match[1]!.trim() : undefined
 }
 
+/**
+ * The admin API's gate: 404 when ADMIN_TOKEN is unset (an unconfigured relay exposes nothing),
+ * 401 for a missing or wrong token. Returns true when the request may go on.
+ */
+export function adminAllowed(req: IncomingMessage, res: ServerResponse, adminToken: Redacted.Redacted<string> | undefined): boolean {
+  if (!adminToken) {
+    sendJson(res, 404, { error: 'admin_disabled', message: 'set ADMIN_TOKEN to enable the admin API' })
+    return false
+  }
+  if (!secretMatches(bearerOf(req), adminToken)) {
+    sendJson(res, 401, { error: 'unauthorized', message: 'missing or wrong admin bearer token' }, { 'www-authenticate': 'Bearer' })
+    return false
+  }
+  return true
+}
+
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body)
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), ...headers })

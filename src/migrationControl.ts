@@ -4,7 +4,7 @@ import type { ActorRefFrom } from 'xstate'
 import type { circuitBreakerMachine } from '../machines/circuitBreaker.js'
 import type { RolloutInput } from '../machines/rolloutController.js'
 import type { RelayConfig } from './config.js'
-import { bearerOf, secretMatches, sendJson } from './http.js'
+import { adminAllowed, sendJson } from './http.js'
 import type { Hub } from './hub.js'
 import type { Logger } from './logger.js'
 import type { Metrics } from './metrics.js'
@@ -119,8 +119,7 @@ export class MigrationControl {
     const { adminToken } = this.deps.config
     return (req: IncomingMessage, res: ServerResponse, url: URL): boolean => {
       if (url.pathname !== '/admin/consistency' || req.method !== 'GET') return false
-      if (!adminToken) return (sendJson(res, 404, { error: 'admin_disabled', message: 'set ADMIN_TOKEN to enable the admin API' }), true)
-      if (!secretMatches(bearerOf(req), adminToken)) return (sendJson(res, 401, { error: 'unauthorized', message: 'missing or wrong admin bearer token' }), true)
+      if (!adminAllowed(req, res, adminToken)) return true
       if (!this.validator) return (sendJson(res, 409, { error: 'not_validating', message: 'the validator runs in dual mode (MONITORING_DUAL_MODE=true)' }), true)
       this.validator.tick()
       return (sendJson(res, 200, { validating: this.validating, ...this.validator.snapshot() }), true)

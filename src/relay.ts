@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Redacted } from 'effect'
 import { createActor, fromCallback, fromPromise, type Actor, type ActorRefFrom, type EventObject, type InspectionEvent } from 'xstate'
-import { batchFlusherMachine, type DeadLetterInput, type DeadLetterOutput, type FlushBatchInput, type FlushBatchOutput } from '../machines/batchFlusher.js'
+import { batchFlusherMachine, defaultRetryPolicy, type DeadLetterInput, type DeadLetterOutput, type FlushBatchInput, type FlushBatchOutput } from '../machines/batchFlusher.js'
 import { circuitBreakerMachine } from '../machines/circuitBreaker.js'
 import { connectionMachine, toConnectionFault, type ProbeInput } from '../machines/connection.js'
 import { dlqReplayerMachine } from '../machines/dlqReplayer.js'
@@ -13,7 +13,7 @@ import { adminRoutes } from './admin.js'
 import { LocalBus, type Bus } from './bus.js'
 import type { RelayConfig } from './config.js'
 import { validateEvents } from './event.js'
-import { bearerOf, createHttpHandlers, secretMatches, sendJson } from './http.js'
+import { createHttpHandlers, sendJson } from './http.js'
 import { Hub } from './hub.js'
 import { Ingest } from './ingest.js'
 import type { Logger } from './logger.js'
@@ -25,7 +25,7 @@ import { flagAdminRoutes, FlagService, pgFlagStore, pgliteFlagStore, SEED_FLAGS,
 import type { Store } from './store/store.js'
 import { StoreQueue } from './storeQueue.js'
 import { DeadLetterQueue } from './dlq.js'
-import { STORE_SINK, StoreSink } from './storeSink.js'
+import { STORE_BACKLOG_BATCH, STORE_SINK, StoreSink } from './storeSink.js'
 import { REALTIME_SINK, RealtimeSink } from './realtimeSink.js'
 import { RealtimeTransport } from './transports/realtime.js'
 import { clientConfigRoute } from './clientConfig.js'
@@ -93,6 +93,8 @@ export class Relay {
   /** Every event up to this seq has left the store queue (stored, or durable in the DLQ). */
   private releasedSeq = 0
   private lastRelease = 0
+  /** The DLQ depth the replayer last heard of (-1: not yet told). */
+  private reportedDlqDepth = -1
   private wired = false
   private readonly config: RelayConfig
   private readonly logger: Logger
@@ -190,10 +192,10 @@ export class Relay {
         flushers: [
           {
             id: STORE_FLUSHER,
-            input: { name: STORE_SINK, profiles: config.batch.profiles, rate: config.batch.rate, retry: { baseMs: 100, maxMs: 5000 } },
+            input: { name: STORE_SINK, profiles: config.batch.profiles, rate: config.batch.rate, retry: defaultRetryPolicy, backlogBatchSize: STORE_BACKLOG_BATCH },
           },
           ...(this.realtimeOn
-            ? [{ id: REALTIME_FLUSHER, input: { name: REALTIME_SINK, profiles: realtimeProfiles(config.realtime.flushIntervalMs), rate: config.batch.rate, retry: { baseMs: 100, maxMs: 5000 } } }]
+            ? [{ id: REALTIME_FLUSHER, input: { name: REALTIME_SINK, profiles: realtimeProfiles(config.realtime.flushIntervalMs), rate: config.batch.rate, retry: defaultRetryPolicy } }]
             : []),
         ],
         children: [
@@ -350,8 +352,6 @@ export class Relay {
   private onReleased(seq: number): void {
     this.releasedSeq = seq
     this.metrics.queueDepth.labels('store').set(this.queue.size)
-    // Resuming clients read the store: only events known to be there may leave the recent buffer.
-    if ((this.dlq?.stats().depth ?? 0) === 0) this.hub.markCommitted(seq)
     const now = Date.now()
     if (now - this.lastRelease >= WAL_RELEASE_INTERVAL_MS) {
       this.lastRelease = now
@@ -362,10 +362,15 @@ export class Relay {
     this.notifyDlqChanged()
   }
 
+  /** Runs after every flush, dead-lettering and replay: keep it cheap. */
   private notifyDlqChanged(): void {
-    const depth = this.dlq?.stats().depth ?? 0
+    const depth = this.dlq?.liveDepth ?? 0
+    // Resuming clients read the store: only events known to be there may leave the recent buffer.
+    // Everything up to releasedSeq is stored or in the DLQ, so with the DLQ empty it is stored.
+    if (depth === 0) this.hub.markCommitted(this.releasedSeq)
+    if (depth === this.reportedDlqDepth) return
+    this.reportedDlqDepth = depth
     this.child(STORE_REPLAYER)?.send({ type: 'dlq.changed', depth })
-    if (depth === 0 && this.queue.size === 0) this.hub.markCommitted(this.releasedSeq)
   }
 
   /** Forwards what the store's connection, breaker and replayer emit to those who must react. */
@@ -566,7 +571,7 @@ export class Relay {
       }
     }
     this.releasedSeq = last
-    if ((this.dlq.stats().depth ?? 0) === 0) this.hub.markCommitted(last)
+    if (this.dlq.liveDepth === 0) this.hub.markCommitted(last)
     this.sequencer = new LocalSequencer(last)
   }
 
@@ -623,7 +628,7 @@ export class Relay {
             data: {
               accepted_per_second: Math.round(rate * 100) / 100,
               queues: { store: this.queue.size, wal_pending: this.wal?.stats().pendingAppends ?? 0 },
-              dlq: this.dlq ? { ...pick(this.dlq.stats(), ['depth', 'events', 'parked', 'bytes']), oldest_at: this.dlq.stats().oldestAt ?? null } : null,
+              dlq: this.dlq ? dlqHealth(this.dlq.stats()) : null,
               ws: this.hub.stats(),
               machines: this.machineStates(),
               released_seq: this.releasedSeq,
@@ -704,8 +709,6 @@ function fail(message: string): never {
   throw new Error(message)
 }
 
-function pick<T extends object, K extends keyof T>(obj: T, keys: K[]): Pick<T, K> {
-  const out = {} as Pick<T, K>
-  for (const k of keys) out[k] = obj[k]
-  return out
+function dlqHealth(s: { depth: number; events: number; parked: number; bytes: number; oldestAt: string | undefined }) {
+  return { depth: s.depth, events: s.events, parked: s.parked, bytes: s.bytes, oldest_at: s.oldestAt ?? null }
 }

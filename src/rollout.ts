@@ -3,7 +3,7 @@ import type { Redacted } from 'effect'
 import type { ActorRefFrom } from 'xstate'
 import { persistedRolloutOf, type PersistedRollout, type rolloutControllerMachine, type RolloutSnapshot } from '../machines/rolloutController.js'
 import { inRollout } from './bucketing.js'
-import { bearerOf, secretMatches, sendJson } from './http.js'
+import { adminAllowed, sendJson } from './http.js'
 import type { Logger } from './logger.js'
 import type { Store } from './store/store.js'
 
@@ -74,11 +74,7 @@ export function assignedToRealtime(clientId: string, percent: number): boolean {
 export function rolloutAdminRoutes(deps: { adminToken: Redacted.Redacted<string> | undefined; rollout: () => RolloutActor | undefined; logger: Logger }) {
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> => {
     if (url.pathname !== '/admin/rollout' && !url.pathname.startsWith('/admin/rollout/')) return false
-    if (!deps.adminToken) return (sendJson(res, 404, { error: 'admin_disabled', message: 'set ADMIN_TOKEN to enable the admin API' }), true)
-    if (!secretMatches(bearerOf(req), deps.adminToken)) {
-      sendJson(res, 401, { error: 'unauthorized', message: 'missing or wrong admin bearer token' }, { 'www-authenticate': 'Bearer' })
-      return true
-    }
+    if (!adminAllowed(req, res, deps.adminToken)) return true
     const actor = deps.rollout()
     if (!actor) return (sendJson(res, 409, { error: 'rollout_unavailable', message: 'the rollout runs in dual mode (MONITORING_DUAL_MODE=true) once the relay is running' }), true)
     const at = Date.now()

@@ -10,7 +10,7 @@ import type { StoredEvent } from './types.js'
 
 export const STORE_SINK = 'store'
 /** Most rows one insert carries when the queue is far behind (one JSON parameter of a few hundred KB). */
-export const BACKLOG_BATCH = 1000
+export const STORE_BACKLOG_BATCH = 1000
 
 /** The breaker refused the call: the store is known to be down; the batch goes to the DLQ at once. */
 export class BreakerOpenError extends Error {
@@ -70,9 +70,7 @@ export class StoreSink {
 
   /** The batchFlusher's flushBatch: write the oldest `max` queued events, retrying per the policy. */
   async flush(max: number, draining: boolean): Promise<{ flushed: number; durationMs: number }> {
-    // Under a backlog (a burst before the rate profile caught up, a recovery) one round trip takes
-    // up to BACKLOG_BATCH rows: the profile's size is for latency at a steady rate, not for catching up.
-    const batch = this.deps.queue.peek(this.batchSize(max))
+    const batch = this.deps.queue.peek(max)
     if (batch.length === 0) return { flushed: 0, durationMs: 0 }
     const end = this.deps.metrics.flushDuration.startTimer({ sink: STORE_SINK })
     const started = performance.now()
@@ -95,8 +93,8 @@ export class StoreSink {
 
   /** The batchFlusher's deadLetter: move the oldest `max` queued events to the durable DLQ. */
   async deadLetter(max: number, error: string): Promise<{ moved: number }> {
-    // The same rows the failed flush tried (the queue has not moved since).
-    const batch = this.deps.queue.peek(this.batchSize(max))
+    // The same rows the failed flush tried: the machine passes the same max, and the queue has not moved.
+    const batch = this.deps.queue.peek(max)
     if (batch.length === 0) return { moved: 0 }
     await this.deps.dlq().append({ sink: STORE_SINK, events: batch, error, attempts: 1 })
     this.deps.queue.drop(batch.length)
@@ -104,11 +102,6 @@ export class StoreSink {
     this.deps.logger.warn({ sink: STORE_SINK, events: batch.length, firstSeq: batch[0]!.seq, error }, 'batch moved to the dead-letter queue')
     this.deps.onReleased(batch[batch.length - 1]!.seq)
     return { moved: batch.length }
-  }
-
-  private batchSize(max: number): number {
-    const size = this.deps.queue.size
-    return size >= max * 2 ? Math.max(max, Math.min(size, BACKLOG_BATCH)) : max
   }
 
   /** Moves everything still queued to the DLQ (shutdown, when the flushers could not drain). */
@@ -137,7 +130,7 @@ export class StoreSink {
       parked = await this.parkPoison(entry.events, (err as Error).message)
     }
     await dlq.markDone(entry.id)
-    const remaining = dlq.stats().depth
+    const remaining = dlq.liveDepth
     this.deps.metrics.eventsReplayed.labels(STORE_SINK).inc(entry.events.length - parked)
     return { replayed: 1, parked, remaining }
   }

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Redacted } from 'effect'
-import { bearerOf, secretMatches, sendJson } from '../http.js'
+import { adminAllowed, sendJson } from '../http.js'
 import type { Logger } from '../logger.js'
 import { FLAG_KEY_PATTERN, FlagValidationError } from './definition.js'
 import { FlagTierUnavailableError, type FlagService } from './flags.js'
@@ -33,10 +33,7 @@ export function flagAdminRoutes(deps: FlagAdminDeps) {
   const { flags, logger } = deps
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> => {
     if (url.pathname !== PREFIX && !url.pathname.startsWith(`${PREFIX}/`)) return false
-    if (!deps.adminToken) return answer(res, 404, { error: 'admin_disabled', message: 'set ADMIN_TOKEN to enable the admin API' })
-    if (!secretMatches(bearerOf(req), deps.adminToken)) {
-      return answer(res, 401, { error: 'unauthorized', message: 'missing or wrong admin bearer token' }, { 'www-authenticate': 'Bearer' })
-    }
+    if (!adminAllowed(req, res, deps.adminToken)) return true
     if (url.pathname === PREFIX || url.pathname === `${PREFIX}/`) {
       if (req.method !== 'GET') return answer(res, 405, { error: 'method_not_allowed', message: 'GET the list; PUT or DELETE /admin/flags/:key' }, { allow: 'GET' })
       return answer(res, 200, { flags: flags.list() })

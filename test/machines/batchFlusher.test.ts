@@ -323,6 +323,28 @@ describe('batchFlusher scenarios', () => {
     actor.stop()
   })
 
+  it('catches up a backlog in batches of up to backlogBatchSize, then returns to the profile batch', async () => {
+    const { actor, add, advance, queue } = start({ backlogBatchSize: 1000 })
+    add(2500) // a burst while the profile is still low (batch 10)
+    await advance(10)
+    add(15)
+    await advance(2100)
+    expect(queue.written).toBe(2515)
+    expect(queue.calls.slice(0, 3).map((c) => c.max)).toEqual([1000, 1000, 500])
+    // Below twice the batch size the profile's batch applies again.
+    expect(queue.calls.slice(3).map((c) => c.max)).toEqual([10, 10])
+    actor.stop()
+  })
+
+  it('without backlogBatchSize a backlog is written in profile-sized batches', async () => {
+    const { actor, add, advance, queue } = start()
+    add(50)
+    await advance(10)
+    expect(queue.written).toBe(50)
+    expect(queue.calls.every((c) => c.max === 10)).toBe(true)
+    actor.stop()
+  })
+
   it('a flush that rejects moves the batch to deadLettering and on to idle, emitting batch.deadLettered', async () => {
     const flushes = controlledFlushes()
     const actor = createActor(flushes.machine, { input: input(), clock: new SimulatedClock(), inspect: coverage.inspect })

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import WebSocket, { WebSocketServer } from 'ws'
 import { loadConfig } from '../src/config.js'
-import { createLogger } from '../src/logger.js'
+import { createLogger } from '../src/observability/logger.js'
 import { Relay } from '../src/relay.js'
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 100)

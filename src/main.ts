@@ -1,8 +1,8 @@
 import { createWebSocketInspector } from '@statelyai/inspect'
 import { loadConfig } from './config.js'
-import { createLogger } from './logger.js'
+import { createLogger } from './observability/logger.js'
 import { Relay } from './relay.js'
-import { resolveSeedFlags } from './seedFlags.js'
+import { resolveSeedFlags } from './flags/seed.js'
 
 const first = loadConfig(process.env)
 if (!first.ok) {

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Redacted } from 'effect'
-import { adminAllowed, sendJson } from '../http.js'
-import type { Logger } from '../logger.js'
+import { adminAllowed, sendJson } from '../http/server.js'
+import type { Logger } from '../observability/logger.js'
 import { FLAG_KEY_PATTERN, FlagValidationError } from './definition.js'
 import { FlagTierUnavailableError, type FlagService } from './flags.js'
 

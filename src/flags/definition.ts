@@ -1,5 +1,5 @@
 import { Result, Schema, SchemaIssue } from 'effect'
-import { BUCKETS } from '../bucketing.js'
+import { BUCKETS } from '../migration/bucketing.js'
 
 /** A flag's value: any JSON value (booleans, strings and numbers for the typed flags). */
 export type FlagValue = Schema.Json

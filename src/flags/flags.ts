@@ -1,4 +1,4 @@
-import type { Logger } from '../logger.js'
+import type { Logger } from '../observability/logger.js'
 import { flagRows, FLAGS_CHANNEL, type FlagRow, type FlagStore } from './database.js'
 import { decodeFlagDefinition, FLAG_KEY_PATTERN, FlagValidationError, parseFlagDefinition, type FlagDefinition } from './definition.js'
 import { envTier } from './env.js'

@@ -1,5 +1,5 @@
 import { Redis, type RedisOptions } from 'ioredis'
-import type { Logger } from '../logger.js'
+import type { Logger } from '../observability/logger.js'
 import { redactUrl } from '../store/store.js'
 
 /** Default prefix of the Redis keys and channel: keys `${prefix}flag:<key>`, channel `${prefix}flags:changed`. */

@@ -1,4 +1,4 @@
-import { inRollout, variantBucketOf } from '../bucketing.js'
+import { inRollout, variantBucketOf } from '../migration/bucketing.js'
 import type { AttributeMatch, AttributeScalar, FlagDefinition, FlagValue, Rule, Variant } from './definition.js'
 
 /**

@@ -16,7 +16,7 @@ import {
   type ChannelStatus,
   type RealtimeErrorCode,
   type RealtimeTransportOptions,
-} from '../../src/transports/realtime.js'
+} from '../../src/realtime/transport.js'
 import type { StoredEvent } from '../../src/types.js'
 
 const EVENT = 'monitoring_events'

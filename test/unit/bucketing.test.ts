@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it, vi } from 'vitest'
-import { BUCKETS, bucketOf, inRollout, murmur3_32, variantBucketOf } from '../../src/bucketing.js'
+import { BUCKETS, bucketOf, inRollout, murmur3_32, variantBucketOf } from '../../src/migration/bucketing.js'
 
 // MurmurHash3_x86_32 vectors from SMHasher's verification set (as collected by Ian Boyd) and
 // common references ('hello', the quick brown fox).
@@ -77,7 +77,7 @@ describe('bucketOf', () => {
     const sample = ids(1000, 7)
     const before = sample.map((id) => bucketOf('rollout', id))
     vi.resetModules()
-    const fresh = await import('../../src/bucketing.js')
+    const fresh = await import('../../src/migration/bucketing.js')
     expect(sample.map((id) => fresh.bucketOf('rollout', id))).toEqual(before)
   })
 })

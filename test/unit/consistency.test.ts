@@ -9,7 +9,7 @@ import {
   type PathName,
   type PathStats,
   type ValidatorOptions,
-} from '../../src/validator/consistency.js'
+} from '../../src/migration/consistency.js'
 import type { StoredEvent } from '../../src/types.js'
 
 const DEADLINE = 5_000

@@ -13,10 +13,10 @@ import {
   DlqNotFoundError,
   type DlqEntry,
   type DlqOptions,
-} from '../../src/dlq.js'
+} from '../../src/durability/dlq.js'
 import type { StoredEvent } from '../../src/types.js'
 
-const DLQ_MODULE = new URL('../../src/dlq.ts', import.meta.url).href
+const DLQ_MODULE = new URL('../../src/durability/dlq.ts', import.meta.url).href
 
 function ev(seq: number, pad = 0): StoredEvent {
   return {

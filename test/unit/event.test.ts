@@ -10,7 +10,7 @@ import {
   validateEvents,
   type ParseOutcome,
   type ValidationIssue,
-} from '../../src/event.js'
+} from '../../src/ingest/event.js'
 import type { MonitoringEvent } from '../../src/types.js'
 
 const NOW = new Date('2026-11-22T10:00:00.000Z')

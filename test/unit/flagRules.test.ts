@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { bucketOf, inRollout } from '../../src/bucketing.js'
+import { bucketOf, inRollout } from '../../src/migration/bucketing.js'
 import { decodeFlagDefinition, FlagValidationError, parseFlagDefinition, type FlagDefinition } from '../../src/flags/definition.js'
 import { envTier, SEED_FLAGS } from '../../src/flags/env.js'
 import { compileFlag, evaluateFlag } from '../../src/flags/rules.js'

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { Ingest, IngestClosedError, OverloadedError, DurabilityError } from '../../src/ingest.js'
-import { LocalSequencer } from '../../src/sequencer.js'
+import { Ingest, IngestClosedError, OverloadedError, DurabilityError } from '../../src/ingest/ingest.js'
+import { LocalSequencer } from '../../src/ingest/sequencer.js'
 import type { MonitoringEvent, StoredEvent } from '../../src/types.js'
 
 const ev = (i: number): MonitoringEvent => ({ id: `id-${i}`, event_type: 't', timestamp: new Date(0).toISOString(), source: 's', data: { i }, metadata: {} })

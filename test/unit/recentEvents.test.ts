@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { frameOf } from '../../src/hub.js'
-import { RecentEvents } from '../../src/recentEvents.js'
+import { frameOf } from '../../src/ws/hub.js'
+import { RecentEvents } from '../../src/ws/recentEvents.js'
 import type { StoredEvent } from '../../src/types.js'
 
 const ev = (seq: number): StoredEvent => ({ id: `id-${seq}`, seq, event_type: 't', timestamp: 'ts', source: 's', data: {}, metadata: {} })

@@ -9,7 +9,7 @@ import {
   retryBatch,
   retryBatchEffect,
   type BatchRetrySettings,
-} from '../../src/retryPolicy.js'
+} from '../../src/delivery/retryPolicy.js'
 
 class FakeStoreError extends Error {
   constructor(readonly code: 'unavailable' | 'rejected' | 'timeout') {

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { TokenBucket } from '../../src/transports/tokenBucket.js'
+import { TokenBucket } from '../../src/realtime/tokenBucket.js'
 
 // A simulated clock: fake timers move Date.now(), and the bucket reads it.
 const now = (): number => Date.now()

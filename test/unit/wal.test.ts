@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { StoredEvent } from '../../src/types.js'
-import { Wal, WalError } from '../../src/wal.js'
+import { Wal, WalError } from '../../src/durability/wal.js'
 
-const WAL_MODULE = new URL('../../src/wal.ts', import.meta.url).href
+const WAL_MODULE = new URL('../../src/durability/wal.ts', import.meta.url).href
 
 function ev(seq: number, pad = 0): StoredEvent {
   return {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { RealtimeConfig } from './config.js'
-import { sendJson } from './http.js'
+import type { RealtimeConfig } from '../config.js'
+import { sendJson } from './server.js'
 
 export type DashboardTransport = 'realtime' | 'websocket'
 

@@ -3,7 +3,7 @@ import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:
 import path from 'node:path'
 import { crc32 } from 'node:zlib'
 import { Data } from 'effect'
-import type { StoredEvent } from './types.js'
+import type { StoredEvent } from '../types.js'
 import { ChunkedReader, encodeRecord, HEADER_BYTES, MAX_RECORD_BYTES, syncDir } from './wal.js'
 
 /** Appending would take the queue past maxBytes; nothing of the append was written. Answer producers 429. */

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Redacted } from 'effect'
-import { adminAllowed, sendJson } from './http.js'
+import { adminAllowed, sendJson } from './server.js'
 
 export interface AdminDeps {
   adminToken: Redacted.Redacted<string> | undefined

@@ -6,11 +6,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { Redacted } from 'effect'
 import { WebSocketServer } from 'ws'
-import { bodyKindOf, LIMITS, parseEventsBody } from './event.js'
-import type { Hub } from './hub.js'
-import { DurabilityError, IngestClosedError, OverloadedError, type Ingest } from './ingest.js'
-import type { Logger } from './logger.js'
-import type { Metrics } from './metrics.js'
+import { bodyKindOf, LIMITS, parseEventsBody } from '../ingest/event.js'
+import type { Hub } from '../ws/hub.js'
+import { DurabilityError, IngestClosedError, OverloadedError, type Ingest } from '../ingest/ingest.js'
+import type { Logger } from '../observability/logger.js'
+import type { Metrics } from '../observability/metrics.js'
 
 export interface HttpDeps {
   ingest: Ingest
@@ -26,7 +26,7 @@ export interface HttpDeps {
   routes?: Array<(req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean> | boolean>
 }
 
-const PUBLIC_DIR = new URL('../public/', import.meta.url)
+const PUBLIC_DIR = new URL('../../public/', import.meta.url)
 
 /** Compares a presented secret with the expected one in constant time (hashes equalise lengths). */
 export function secretMatches(presented: string | undefined, expected: Redacted.Redacted<string>): boolean {

@@ -1,5 +1,5 @@
 import { Result, Schema, type SchemaIssue } from 'effect'
-import type { MonitoringEvent } from './types.js'
+import type { MonitoringEvent } from '../types.js'
 import { uuidv7 } from './uuidv7.js'
 
 /**

@@ -1,4 +1,4 @@
-import type { StoredEvent } from './types.js'
+import type { StoredEvent } from '../types.js'
 
 /**
  * The newest accepted events, in seq order, for clients that resume with ?since=. It keeps at

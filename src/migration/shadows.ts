@@ -1,8 +1,8 @@
 import { createClient, type RealtimeClientOptions } from '@supabase/supabase-js'
 import WebSocket from 'ws'
-import type { Logger } from '../logger.js'
+import type { Logger } from '../observability/logger.js'
 import type { StoredEvent } from '../types.js'
-import { bounded } from '../bounded.js'
+import { bounded } from '../delivery/bounded.js'
 
 /**
  * The validator's shadow subscribers: real clients of each delivery path, as a dashboard would be,

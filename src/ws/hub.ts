@@ -1,8 +1,8 @@
 import type { WebSocket } from 'ws'
-import type { Logger } from './logger.js'
-import type { Metrics } from './metrics.js'
+import type { Logger } from '../observability/logger.js'
+import type { Metrics } from '../observability/metrics.js'
 import { RecentEvents } from './recentEvents.js'
-import type { StoredEvent } from './types.js'
+import type { StoredEvent } from '../types.js'
 
 export interface HubOptions {
   /** Per-client bound on bytes queued for sending; past it the client is closed with 1013. */

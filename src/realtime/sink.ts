@@ -1,11 +1,11 @@
 import type { ActorRefFrom } from 'xstate'
-import { tryAcquirePermission, type circuitBreakerMachine } from '../machines/circuitBreaker.js'
-import type { Logger } from './logger.js'
-import type { Metrics } from './metrics.js'
-import { retryBatch } from './retryPolicy.js'
-import { BreakerOpenError } from './storeSink.js'
-import type { StoreQueue } from './storeQueue.js'
-import type { RealtimeTransport } from './transports/realtime.js'
+import { tryAcquirePermission, type circuitBreakerMachine } from '../../machines/circuitBreaker.js'
+import type { Logger } from '../observability/logger.js'
+import type { Metrics } from '../observability/metrics.js'
+import { retryBatch } from '../delivery/retryPolicy.js'
+import { BreakerOpenError } from '../store/sink.js'
+import type { StoreQueue } from '../delivery/queue.js'
+import type { RealtimeTransport } from './transport.js'
 
 export const REALTIME_SINK = 'realtime'
 

@@ -4,7 +4,7 @@ import type { Logger } from 'pino'
 import WebSocket from 'ws'
 import type { StoredEvent } from '../types.js'
 import { TokenBucket } from './tokenBucket.js'
-import { bounded } from '../bounded.js'
+import { bounded } from '../delivery/bounded.js'
 
 export type RealtimeErrorCode = 'channelError' | 'timedOut' | 'closed' | 'ackTimeout' | 'sendError' | 'rateLimited' | 'payloadTooLarge' | 'notJoined'
 

@@ -1,11 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Redacted } from 'effect'
 import type { ActorRefFrom } from 'xstate'
-import { persistedRolloutOf, type PersistedRollout, type rolloutControllerMachine, type RolloutSnapshot } from '../machines/rolloutController.js'
+import { persistedRolloutOf, type PersistedRollout, type rolloutControllerMachine, type RolloutSnapshot } from '../../machines/rolloutController.js'
 import { inRollout } from './bucketing.js'
-import { adminAllowed, sendJson } from './http.js'
-import type { Logger } from './logger.js'
-import type { Store } from './store/store.js'
+import { adminAllowed, sendJson } from '../http/server.js'
+import type { Logger } from '../observability/logger.js'
+import type { Store } from '../store/store.js'
 
 /** The sticky-hashing key of the dashboard rollout: bucket = murmur3_32(`${key}:${clientId}`) mod 10,000. */
 export const ROLLOUT_FLAG_KEY = 'realtime-rollout'

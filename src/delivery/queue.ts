@@ -1,4 +1,4 @@
-import type { StoredEvent } from './types.js'
+import type { StoredEvent } from '../types.js'
 
 /**
  * Accepted events waiting for the store, oldest first. The batch flusher peeks a batch, writes

@@ -1,5 +1,5 @@
-import { FlagService, pgFlagStore, SEED_FLAGS } from './flags/index.js'
-import type { Logger } from './logger.js'
+import { FlagService, pgFlagStore, SEED_FLAGS } from './index.js'
+import type { Logger } from '../observability/logger.js'
 
 /**
  * The seed flags (MONITORING_USE_ADAPTER, MONITORING_DUAL_MODE, MONITORING_ADAPTER_TYPE) are

@@ -1,5 +1,5 @@
 import type { Sequencer } from './sequencer.js'
-import type { MonitoringEvent, StoredEvent } from './types.js'
+import type { MonitoringEvent, StoredEvent } from '../types.js'
 
 export class IngestClosedError extends Error {
   readonly _tag = 'IngestClosed'

@@ -1,7 +1,7 @@
 import { mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import { crc32 } from 'node:zlib'
-import type { StoredEvent } from './types.js'
+import type { StoredEvent } from '../types.js'
 
 export type WalErrorCode = 'closed' | 'invalid' | 'io' | 'broken' | 'corrupt'
 

@@ -41,10 +41,20 @@ export const defaultRetryPolicy: RetryPolicy = { baseMs: 100, maxMs: 5_000 }
  */
 export interface FlushBatchInput { name: string; max: number; draining: boolean }
 export interface FlushBatchOutput { flushed: number; durationMs?: number }
-export interface DeadLetterInput { name: string; max: number; error: string }
+/** `draining`: the relay is shutting down, so a sink that would hold the batch for later gives it up now. */
+export interface DeadLetterInput { name: string; max: number; error: string; draining: boolean }
 export interface DeadLetterOutput { moved: number }
 
-export type BatchFlusherEvent = { type: 'events.added'; count: number } | { type: 'drain' }
+/**
+ * `events.added` / `events.discarded`: src/ queued or dropped (over its bound) that many events, so
+ * the count here and the queue it drains stay one figure. `sink.recovered`: the sink's dependency
+ * is usable again (its breaker half-opened or closed), so a batch waiting to be retried goes now.
+ */
+export type BatchFlusherEvent =
+  | { type: 'events.added'; count: number }
+  | { type: 'events.discarded'; count: number }
+  | { type: 'sink.recovered' }
+  | { type: 'drain' }
 
 export type BatchFlusherEmitted =
   | { type: 'batch.flushed'; name: string; count: number; durationMs?: number }
@@ -78,7 +88,7 @@ export function batchMaxFor(c: Pick<BatchFlusherContext, 'pending' | 'batchSize'
 
 const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error))
 const flushInput = (c: BatchFlusherContext, draining: boolean): FlushBatchInput => ({ name: c.name, max: c.batchMax, draining })
-const deadLetterInput = (c: BatchFlusherContext): DeadLetterInput => ({ name: c.name, max: c.batchMax, error: c.lastError ?? '' })
+const deadLetterInput = (c: BatchFlusherContext, draining: boolean): DeadLetterInput => ({ name: c.name, max: c.batchMax, error: c.lastError ?? '', draining })
 
 const rateOf = (c: BatchFlusherContext): number => c.addedInWindow / (c.rate.windowMs / 1000)
 
@@ -110,6 +120,7 @@ export const batchFlusherMachine = setup({
   },
   actions: {
     addPending: assign(({ context }, { count }: { count: number }) => ({ pending: context.pending + count })),
+    removePending: assign(({ context }, { count }: { count: number }) => ({ pending: Math.max(0, context.pending - count) })),
     countForRate: assign(({ context }, { count }: { count: number }) => ({ addedInWindow: context.addedInWindow + count })),
     markDrainRequested: assign({ drainRequested: true }),
     startBatch: assign({ batchMax: ({ context }) => batchMaxFor(context) }),
@@ -169,7 +180,10 @@ export const batchFlusherMachine = setup({
   states: {
     delivery: {
       initial: 'idle',
-      on: { 'events.added': { actions: { type: 'addPending', params: ({ event }) => ({ count: event.count }) } } },
+      on: {
+        'events.added': { actions: { type: 'addPending', params: ({ event }) => ({ count: event.count }) } },
+        'events.discarded': { actions: { type: 'removePending', params: ({ event }) => ({ count: event.count }) } },
+      },
       states: {
         idle: {
           on: {
@@ -209,7 +223,7 @@ export const batchFlusherMachine = setup({
           invoke: {
             id: 'deadLetter',
             src: 'deadLetter',
-            input: ({ context }) => deadLetterInput(context),
+            input: ({ context }) => deadLetterInput(context, false),
             onDone: [
               { guard: 'isDrainRequested', target: 'draining', actions: { type: 'recordDeadLetter', params: ({ event }) => event.output } },
               { target: 'collecting', actions: { type: 'recordDeadLetter', params: ({ event }) => event.output } },
@@ -224,7 +238,7 @@ export const batchFlusherMachine = setup({
         },
         retrying: {
           after: { retryDelay: 'flushing' },
-          on: { drain: 'draining' },
+          on: { drain: 'draining', 'sink.recovered': 'flushing' },
         },
         draining: {
           initial: 'flushing',
@@ -244,13 +258,13 @@ export const batchFlusherMachine = setup({
               invoke: {
                 id: 'deadLetter',
                 src: 'deadLetter',
-                input: ({ context }) => deadLetterInput(context),
+                input: ({ context }) => deadLetterInput(context, true),
                 onDone: { target: 'flushing', actions: { type: 'recordDeadLetter', params: ({ event }) => event.output } },
                 onError: { target: 'retrying', actions: { type: 'recordDeadLetterFailure', params: ({ event }) => ({ error: event.error }) } },
               },
             },
             // Only when the DLQ fails too: nothing is dropped, so keep trying until the supervisor's timeout.
-            retrying: { after: { retryDelay: 'flushing' } },
+            retrying: { after: { retryDelay: 'flushing' }, on: { 'sink.recovered': 'flushing' } },
           },
         },
         drained: { type: 'final' },

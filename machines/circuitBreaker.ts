@@ -1,4 +1,4 @@
-import { assign, emit, setup } from 'xstate'
+import { assign, enqueueActions, setup } from 'xstate'
 import type { ActorRefFrom, SnapshotFrom } from 'xstate'
 
 export interface CircuitBreakerSettings {
@@ -46,6 +46,8 @@ export const defaultBreakerSettings: CircuitBreakerSettings = {
 export interface CircuitBreakerInput extends Partial<CircuitBreakerSettings> {
   /** The guarded dependency, e.g. 'store'; carried by every emitted event. */
   name: string
+  /** systemId of the machine told of every change (the dependency that owns this breaker); none when absent. */
+  reportTo?: string
 }
 
 export type CallOutcome = 'success' | 'failure'
@@ -56,6 +58,8 @@ export type CircuitBreakerEvent =
   | { type: 'call.permitted' }
   | { type: 'reset' }
   | { type: 'forceOpen' }
+  /** The dependency is reachable again (its connection was re-established): probe now, not after the cool-down. */
+  | { type: 'probe' }
 
 export type CircuitBreakerEmitted =
   | { type: 'breaker.opened'; name: string; failureRate: number }
@@ -64,6 +68,7 @@ export type CircuitBreakerEmitted =
 
 interface CircuitBreakerContext extends CircuitBreakerSettings {
   name: string
+  reportTo: string | undefined
   /** The last `slidingWindowSize` outcomes, oldest first (in halfOpen: the probe outcomes). */
   window: CallOutcome[]
   /** Percent of failures in `window`. */
@@ -90,7 +95,9 @@ function failureRateOf(window: readonly CallOutcome[]): number {
  * src reports every guarded call's outcome (`call.succeeded { durationMs }` / `call.failed`) and
  * asks before each call with {@link tryAcquirePermission}. Every permitted call must report an
  * outcome (wrap calls in a timeout), or a halfOpen breaker waits for its probes forever.
- * `reset` closes and `forceOpen` trips it at once (admin); the normal cool-down follows.
+ * `reset` closes and `forceOpen` trips it at once (admin, a lost connection); the normal cool-down
+ * follows, unless `probe` (the connection is back) ends it early. Every change is emitted and sent
+ * to `reportTo`.
  */
 export const circuitBreakerMachine = setup({
   types: {
@@ -119,22 +126,26 @@ export const circuitBreakerMachine = setup({
     startProbing: assign({ window: [], probesPermitted: 0, probesSucceeded: 0 }),
     takeProbeSlot: assign({ probesPermitted: ({ context }) => context.probesPermitted + 1 }),
     countProbeSuccess: assign({ probesSucceeded: ({ context }) => context.probesSucceeded + 1 }),
-    emitOpened: emit(({ context }) => ({ type: 'breaker.opened' as const, name: context.name, failureRate: context.failureRate })),
-    emitHalfOpened: emit(({ context }) => ({ type: 'breaker.halfOpened' as const, name: context.name, failureRate: context.failureRate })),
-    emitClosed: emit(({ context }) => ({ type: 'breaker.closed' as const, name: context.name, failureRate: context.failureRate })),
+    // Emitted for observers (logs, metrics) and sent to the owner, which reacts.
+    report: enqueueActions(({ context, enqueue, system }, { type }: { type: CircuitBreakerEmitted['type'] }) => {
+      const event = { type, name: context.name, failureRate: context.failureRate }
+      enqueue.emit(event)
+      const owner = context.reportTo === undefined ? undefined : system.get(context.reportTo)
+      if (owner) enqueue.sendTo(owner, event)
+    }),
   },
 }).createMachine({
   id: 'circuitBreaker',
   context: ({ input }) => {
-    const { name, ...overrides } = input
+    const { name, reportTo, ...overrides } = input
     const settings = { ...defaultBreakerSettings, ...definedOnly(overrides) }
-    return { name, ...settings, window: [], failureRate: 0, probesPermitted: 0, probesSucceeded: 0 }
+    return { name, reportTo, ...settings, window: [], failureRate: 0, probesPermitted: 0, probesSucceeded: 0 }
   },
   initial: 'closed',
   states: {
     closed: {
       // Emitted on entry, the initial one included, so listeners learn the starting health.
-      entry: ['clearWindow', 'emitClosed'],
+      entry: ['clearWindow', { type: 'report', params: { type: 'breaker.closed' } }],
       always: { guard: 'isFailureRateOverThreshold', target: 'open' },
       on: {
         'call.succeeded': { actions: 'recordOutcome' },
@@ -144,12 +155,12 @@ export const circuitBreakerMachine = setup({
       },
     },
     open: {
-      entry: 'emitOpened',
+      entry: { type: 'report', params: { type: 'breaker.opened' } },
       after: { openDuration: 'halfOpen' },
-      on: { reset: 'closed' },
+      on: { reset: 'closed', probe: 'halfOpen' },
     },
     halfOpen: {
-      entry: ['emitHalfOpened', 'startProbing'],
+      entry: [{ type: 'report', params: { type: 'breaker.halfOpened' } }, 'startProbing'],
       always: { guard: 'allProbesSucceeded', target: 'closed' },
       on: {
         'call.permitted': { guard: 'hasProbeSlot', actions: 'takeProbeSlot' },

@@ -1,4 +1,4 @@
-import { assign, emit, fromCallback, fromPromise, setup } from 'xstate'
+import { assign, enqueueActions, fromCallback, fromPromise, setup } from 'xstate'
 import type { EventObject } from 'xstate'
 
 export interface BackoffSettings {
@@ -16,8 +16,12 @@ export interface ConnectionInput {
   probeIntervalMs: number
   /** Upper bound on `disconnecting` (default 5 s), so a stop never hangs on a dead peer. */
   disconnectTimeoutMs?: number
+  /** In `failed`, a new attempt after this long (default 60 s), besides the `retry` command. */
+  failedRetryMs?: number
   /** Jitter source in [0, 1); Math.random when absent. Tests pass a deterministic one. */
   random?: () => number
+  /** systemId of the machine told of every report (the dependency that owns this connection); none when absent. */
+  reportTo?: string
 }
 
 /** Why the link is down: a stable code and a human-readable message. */
@@ -36,6 +40,8 @@ export type ConnectionEvent =
   | { type: 'retry' }
   | { type: 'stop' }
   | ({ type: 'connection.lost' } & ConnectionFault)
+  /** From `watch`: the link came back by itself (e.g. supabase-js rejoined), so do not wait out the backoff. */
+  | { type: 'connection.restored' }
 
 export type ConnectionEmitted =
   | { type: 'connection.established'; name: string; attempt: number }
@@ -44,6 +50,8 @@ export type ConnectionEmitted =
 
 interface ConnectionContext {
   name: string
+  reportTo: string | undefined
+  failedRetryMs: number
   backoff: BackoffSettings
   maxAttempts: number | undefined
   probeIntervalMs: number
@@ -72,6 +80,20 @@ export function toConnectionFault(error: unknown, fallbackCode: string): Connect
   return { code, message }
 }
 
+const faultOf = (c: ConnectionContext): ConnectionFault => c.lastFault ?? { code: 'unknown', message: '' }
+const establishedReport = {
+  type: 'report',
+  params: ({ context: c }: { context: ConnectionContext }) => ({ type: 'connection.established', name: c.name, attempt: c.attempt }) as const,
+} as const
+const lostReport = {
+  type: 'report',
+  params: ({ context: c }: { context: ConnectionContext }) => ({ type: 'connection.lost', name: c.name, attempt: c.attempt, retryInMs: c.backoffMs, ...faultOf(c) }) as const,
+} as const
+const failedReport = {
+  type: 'report',
+  params: ({ context: c }: { context: ConnectionContext }) => ({ type: 'connection.failed', name: c.name, attempts: c.attempt, ...faultOf(c) }) as const,
+} as const
+
 /**
  * One outbound connection (the Postgres store, a Realtime channel).
  *
@@ -81,10 +103,14 @@ export function toConnectionFault(error: unknown, fallbackCode: string): Connect
  * - `disconnect` (fromPromise, input `{ name }`): closes a live link; bounded by `disconnectTimeout`.
  * - `probe` (fromCallback, input `{ name, probeIntervalMs }`): watches liveness while connected and
  *   sends back `connection.lost { code, message }` when the link drops. src may also send that event.
+ * - `watch` (fromCallback, input `{ name }`): lives as long as the machine; sends `connection.lost`
+ *   and `connection.restored` for a link that comes back by itself (supabase-js rejoins its channel),
+ *   so a restored link ends the backoff (or `failed`) at once instead of after the timer.
  *
  * Emits `connection.established` on every entry to connected, `connection.lost` on every entry to
  * reconnecting (a dropped link or a failed attempt; with the attempt and the planned `retryInMs`),
- * and `connection.failed` when it gives up. `attempt` counts consecutive failures: failed connects,
+ * and `connection.failed` when it gives up; each is also sent to `reportTo`. `failed` has two ways
+ * out: the `retry` command and, after `failedRetryMs`, a new attempt by itself. `attempt` counts consecutive failures: failed connects,
  * and losses of a link that had not yet stayed up for one probe interval (so a flapping link backs
  * off instead of reconnecting at the base delay forever).
  */
@@ -101,11 +127,13 @@ export const connectionMachine = setup({
     }),
     disconnect: fromPromise<void, { name: string }>(async () => {}),
     probe: fromCallback<EventObject, ProbeInput>(() => () => {}),
+    watch: fromCallback<EventObject, { name: string }>(() => () => {}),
   },
   delays: {
     backoff: ({ context }) => context.backoffMs,
     stable: ({ context }) => context.probeIntervalMs,
     disconnectTimeout: ({ context }) => context.disconnectTimeoutMs,
+    failedRetry: ({ context }) => context.failedRetryMs,
   },
   guards: {
     isOutOfAttempts: ({ context }) => context.maxAttempts !== undefined && context.attempt + 1 >= context.maxAttempts,
@@ -114,25 +142,19 @@ export const connectionMachine = setup({
     recordFailure: assign(({ context }, fault: ConnectionFault) => ({ attempt: context.attempt + 1, lastFault: fault })),
     resetAttempts: assign({ attempt: 0 }),
     planBackoff: assign({ backoffMs: ({ context }) => fullJitterBackoffMs(context.backoff, context.attempt, context.random) }),
-    emitEstablished: emit(({ context }) => ({ type: 'connection.established' as const, name: context.name, attempt: context.attempt })),
-    emitLost: emit(({ context }) => ({
-      type: 'connection.lost' as const,
-      name: context.name,
-      attempt: context.attempt,
-      retryInMs: context.backoffMs,
-      ...(context.lastFault ?? { code: 'unknown', message: '' }),
-    })),
-    emitFailed: emit(({ context }) => ({
-      type: 'connection.failed' as const,
-      name: context.name,
-      attempts: context.attempt,
-      ...(context.lastFault ?? { code: 'unknown', message: '' }),
-    })),
+    // Each report is emitted for observers (logs, metrics) and sent to the owner, which reacts.
+    report: enqueueActions(({ context, enqueue, system }, event: ConnectionEmitted) => {
+      enqueue.emit(event)
+      const owner = context.reportTo === undefined ? undefined : system.get(context.reportTo)
+      if (owner) enqueue.sendTo(owner, event)
+    }),
   },
 }).createMachine({
   id: 'connection',
   context: ({ input }) => ({
     name: input.name,
+    reportTo: input.reportTo,
+    failedRetryMs: input.failedRetryMs ?? 60_000,
     backoff: input.backoff,
     maxAttempts: input.maxAttempts,
     probeIntervalMs: input.probeIntervalMs,
@@ -142,6 +164,8 @@ export const connectionMachine = setup({
     backoffMs: 0,
     lastFault: null,
   }),
+  // Lives as long as the machine: a link that can say it is back (a channel that rejoins by itself) says so here.
+  invoke: { id: 'watch', src: 'watch', input: ({ context }) => ({ name: context.name }) },
   initial: 'idle',
   states: {
     idle: {
@@ -157,7 +181,7 @@ export const connectionMachine = setup({
           {
             guard: 'isOutOfAttempts',
             target: 'failed',
-            actions: [{ type: 'recordFailure', params: ({ event }) => toConnectionFault(event.error, 'connectFailed') }, 'emitFailed'],
+            actions: [{ type: 'recordFailure', params: ({ event }) => toConnectionFault(event.error, 'connectFailed') }, failedReport],
           },
           { target: 'reconnecting', actions: { type: 'recordFailure', params: ({ event }) => toConnectionFault(event.error, 'connectFailed') } },
         ],
@@ -165,7 +189,7 @@ export const connectionMachine = setup({
       on: { stop: 'stopped' },
     },
     connected: {
-      entry: 'emitEstablished',
+      entry: establishedReport,
       invoke: {
         id: 'probe',
         src: 'probe',
@@ -177,7 +201,7 @@ export const connectionMachine = setup({
           {
             guard: 'isOutOfAttempts',
             target: 'failed',
-            actions: [{ type: 'recordFailure', params: ({ event }) => ({ code: event.code, message: event.message }) }, 'emitFailed'],
+            actions: [{ type: 'recordFailure', params: ({ event }) => ({ code: event.code, message: event.message }) }, failedReport],
           },
           { target: 'reconnecting', actions: { type: 'recordFailure', params: ({ event }) => ({ code: event.code, message: event.message }) } },
         ],
@@ -185,13 +209,16 @@ export const connectionMachine = setup({
       },
     },
     reconnecting: {
-      entry: ['planBackoff', 'emitLost'],
+      entry: ['planBackoff', lostReport],
       after: { backoff: 'connecting' },
-      on: { stop: 'stopped' },
+      on: { stop: 'stopped', 'connection.restored': 'connecting', retry: 'connecting' },
     },
+    // Given up, but not for good: a retry command (admin) or, slowly, by itself.
     failed: {
+      after: { failedRetry: { target: 'connecting', actions: 'resetAttempts' } },
       on: {
         retry: { target: 'connecting', actions: 'resetAttempts' },
+        'connection.restored': { target: 'connecting', actions: 'resetAttempts' },
         stop: 'stopped',
       },
     },

@@ -30,6 +30,9 @@ export type GateName = 'consistency' | 'errorRate' | 'p99Latency' | 'breaker' | 
 export interface GateResult { gate: GateName; value: number | boolean | null; threshold: number | boolean; pass: boolean }
 export interface GateEvaluation { pass: boolean; results: GateResult[]; reason?: string }
 
+/** What `obtainReport` is given: the latest report pushed during the soak (null when none came). */
+export interface ObtainReportInput { latest: HealthReport | null }
+
 /** Moves clients to `percent` (persist, route, tell clients); resolves with the time it took effect. */
 export interface ApplyPercentInput { percent: number; reason: string; manual: boolean }
 export interface ApplyPercentOutput { at: number }
@@ -149,7 +152,7 @@ const applyThen = (to: 'soaking' | 'complete' | 'rolledBack', onDone: string) =>
 
 /**
  * Moves dashboards to Realtime stage by stage (`stages`), soaking each for `soakMs` and advancing
- * only when every gate passes on the latest health report of that soak; rolls back to 0 % on a
+ * only when every gate passes on a report obtained when the soak ends (`obtainReport`); rolls back to 0 % on a
  * failed gate, missing data, an open breaker, an abort or a failed advance.
  *
  * Every percent change goes through `applyPercent` (soaking.applying, complete.applying,
@@ -157,7 +160,8 @@ const applyThen = (to: 'soaking' | 'complete' | 'rolledBack', onDone: string) =>
  * order they are made (an abandoned call may still land; the later call wins). A rollback that
  * fails is retried after `retryApply` and is never dropped. Commands a state does not accept are
  * ignored: src answers 409 when `snapshot.can(command)` is false, 400 for a bad percent.
- * `evaluating` is a transient decision, so a pause is taken in soaking only.
+ * `evaluating` obtains a current report (`obtainReport`) and decides on it; a pause is taken in
+ * soaking only, while an open breaker or an abort rolls back from evaluating too.
  */
 export const rolloutControllerMachine = setup({
   types: { context: {} as RolloutContext, input: {} as RolloutInput, events: {} as RolloutEvent, emitted: {} as RolloutEmitted },
@@ -165,6 +169,11 @@ export const rolloutControllerMachine = setup({
     applyPercent: fromPromise<ApplyPercentOutput, ApplyPercentInput>(async ({ input }) => {
       throw new Error(`rolloutController: no applyPercent actor provided (${input.percent} %)`)
     }),
+    /**
+     * A current health report for the stage being judged; src/ provides one that asks the validator
+     * now. Without it, the latest report pushed with `health.reported` is used.
+     */
+    obtainReport: fromPromise<HealthReport | null, ObtainReportInput>(async ({ input }) => input.latest),
   },
   delays: { soak: ({ context }) => context.soakMs, retryApply: ({ context }) => context.retryApplyMs },
   guards: {
@@ -180,6 +189,8 @@ export const rolloutControllerMachine = setup({
   actions: {
     recordReport: assign(({ context, event }) => (event.type === 'health.reported' ? { latest: reportOf(event), reports: context.reports + 1 } : {})),
     startSoak: assign({ latest: null, reports: 0 }),
+    recordObtained: assign(({ context }, report: HealthReport | null) => ({ latest: report, reports: report ? context.reports + 1 : context.reports })),
+    forgetReport: assign({ latest: null }),
     aim: assign((_, target: Target) => ({ target })),
     commit: enqueueActions(({ context, enqueue }, { at, to }: { at: number; to: 'soaking' | 'complete' | 'rolledBack' }) => {
       const { percent, reason, manual } = context.target ?? rollbackTo('unknown')
@@ -231,15 +242,32 @@ export const rolloutControllerMachine = setup({
         },
       },
     },
+    // Judged on fresh evidence: a report obtained now, so no stage fails for a timer's phase.
     evaluating: {
-      entry: 'evaluate',
-      always: [
-        { guard: 'hasFailedGates', target: 'rollingBack', actions: { type: 'aim', params: ({ context }) => rollbackTo(evaluateGates(context.latest, context.gates).reason ?? 'gatesFailed') } },
-        // The last stage is already 100 %: complete without applying it again.
-        { guard: 'isLastStageAtFull', target: 'complete.done', actions: [{ type: 'aim', params: complete }, { type: 'commit', params: ({ context }) => ({ at: context.latest?.at ?? 0, to: 'complete' }) }] },
-        { guard: 'isLastStage', target: 'complete', actions: { type: 'aim', params: complete } },
-        { target: 'soaking', actions: { type: 'aim', params: ({ context }) => nextStage(context) } },
-      ],
+      initial: 'obtaining',
+      on: rollbackTriggers,
+      states: {
+        obtaining: {
+          invoke: {
+            id: 'obtainReport',
+            src: 'obtainReport',
+            input: ({ context }) => ({ latest: context.latest }),
+            onDone: { target: 'deciding', actions: { type: 'recordObtained', params: ({ event }) => event.output } },
+            // No report is missing data: the gates fail and the stage rolls back, saying why.
+            onError: { target: 'deciding', actions: ['forgetReport', recordApplyError] },
+          },
+        },
+        deciding: {
+          entry: 'evaluate',
+          always: [
+            { guard: 'hasFailedGates', target: '#rolloutController.rollingBack', actions: { type: 'aim', params: ({ context }) => rollbackTo(evaluateGates(context.latest, context.gates).reason ?? 'gatesFailed') } },
+            // The last stage is already 100 %: complete without applying it again.
+            { guard: 'isLastStageAtFull', target: '#rolloutController.complete.done', actions: [{ type: 'aim', params: complete }, { type: 'commit', params: ({ context }) => ({ at: context.latest?.at ?? 0, to: 'complete' }) }] },
+            { guard: 'isLastStage', target: '#rolloutController.complete', actions: { type: 'aim', params: complete } },
+            { target: '#rolloutController.soaking', actions: { type: 'aim', params: ({ context }) => nextStage(context) } },
+          ],
+        },
+      },
     },
     paused: {
       on: {
@@ -257,11 +285,13 @@ export type RolloutSnapshot = SnapshotFrom<typeof rolloutControllerMachine>
 
 /**
  * The `rollout_state` row for a snapshot. An advance in flight is persisted at its target (the
- * restart completes it), a rollback as rollingBack; evaluating is transient and never observed.
+ * restart completes it), a rollback as rollingBack, an evaluation as the soak it judges.
  */
 export function persistedRolloutOf(snapshot: RolloutSnapshot): PersistedRollout {
   const c = snapshot.context
-  const state = (typeof snapshot.value === 'string' ? snapshot.value : Object.keys(snapshot.value)[0]) as PersistedRollout['state']
+  const top = typeof snapshot.value === 'string' ? snapshot.value : Object.keys(snapshot.value)[0]
+  // Being judged is still soaking at this stage: a restart soaks it again.
+  const state = (top === 'evaluating' ? 'soaking' : top) as PersistedRollout['state']
   const { percent, reason, manual } = c.target && state !== 'rollingBack' ? c.target : { percent: c.percent, reason: c.target?.reason ?? c.reason, manual: c.manual }
   return { state, percent, stageIndex: stageIndexOf(percent, c.stages), ...(reason ? { reason } : {}), manual, history: c.history }
 }

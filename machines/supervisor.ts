@@ -1,19 +1,13 @@
 import { assign, enqueueActions, fromCallback, fromPromise, setup, type SnapshotFrom } from 'xstate'
 import { batchFlusherMachine, type BatchFlusherInput, type BatchFlusherOutput } from './batchFlusher.js'
-import { circuitBreakerMachine, type CircuitBreakerInput } from './circuitBreaker.js'
-import { connectionMachine, type ConnectionInput } from './connection.js'
-import { dlqReplayerMachine, type DlqReplayerInput } from './dlqReplayer.js'
-import { rolloutControllerMachine, type RolloutInput } from './rolloutController.js'
+import { dependencyMachine, type DependencyInput, type DependencyName } from './dependency.js'
+import { rolloutControllerMachine, type RolloutEvent, type RolloutInput } from './rolloutController.js'
 
 /** A flusher the supervisor spawns once the relay runs; `id` is both its child id and systemId. */
 export interface FlusherSpec { id: string; input: BatchFlusherInput }
 
 /** Another machine the supervisor spawns beside the flushers; `id` is both its child id and systemId. */
-export type ChildSpec =
-  | { id: string; src: 'connection'; input: ConnectionInput }
-  | { id: string; src: 'circuitBreaker'; input: CircuitBreakerInput }
-  | { id: string; src: 'dlqReplayer'; input: DlqReplayerInput }
-  | { id: string; src: 'rolloutController'; input: RolloutInput }
+export type ChildSpec = { id: string; src: 'dependency'; input: DependencyInput } | { id: string; src: 'rolloutController'; input: RolloutInput }
 
 export interface SupervisorInput {
   shutdownTimeoutMs: number
@@ -23,15 +17,17 @@ export interface SupervisorInput {
   children?: ChildSpec[]
   /** Whether this configuration (its adapter mode) delivers over Supabase Realtime; false when absent. */
   realtime?: boolean
+  /** The clock for the times the rollout controller records (Date.now when absent). */
+  now?: () => number
 }
 
 /** An outbound dependency whose health `running` shows; each has a region of its own. */
-export type Dependency = 'store' | 'realtime'
+export type Dependency = DependencyName
 
 /** Commands src/ sends (`actor.send(...)`). A second `shutdown` while shutting down is ignored. */
 export type SupervisorCommand = { type: 'shutdown'; reason?: string }
 
-/** Health reports src/ forwards (from the dependency's breaker and connection). */
+/** Health reports from the dependency machines (their breaker and connection decide). */
 export type DependencyEvent =
   | { type: 'dependency.degraded'; dependency: Dependency; reason: string }
   | { type: 'dependency.healthy'; dependency: Dependency }
@@ -56,6 +52,7 @@ export interface SupervisorContext {
   children: ChildSpec[]
   /** Whether the relay delivers over Realtime (input `realtime`). */
   realtime: boolean
+  now: () => number
   /** Why each degraded dependency is degraded; absent when healthy. */
   degraded: Partial<Record<Dependency, string>>
   /** Ids of flushers that have drained and completed. */
@@ -114,9 +111,7 @@ export const supervisorMachine = setup({
     /** Publishes relay.health while running; returns its cleanup. */
     healthReporter: fromCallback(() => {}),
     batchFlusher: batchFlusherMachine,
-    connection: connectionMachine,
-    circuitBreaker: circuitBreakerMachine,
-    dlqReplayer: dlqReplayerMachine,
+    dependency: dependencyMachine,
     rolloutController: rolloutControllerMachine,
   },
   actions: {
@@ -124,12 +119,20 @@ export const supervisorMachine = setup({
       for (const child of context.children) {
         // One branch per src, so each spawnChild checks its input against that machine's.
         const options = { id: child.id, systemId: child.id }
-        if (child.src === 'connection') enqueue.spawnChild('connection', { ...options, input: child.input })
-        else if (child.src === 'circuitBreaker') enqueue.spawnChild('circuitBreaker', { ...options, input: child.input })
-        else if (child.src === 'dlqReplayer') enqueue.spawnChild('dlqReplayer', { ...options, input: child.input })
+        if (child.src === 'dependency') enqueue.spawnChild('dependency', { ...options, input: child.input })
         else enqueue.spawnChild('rolloutController', { ...options, input: child.input })
       }
       for (const { id, input } of context.flushers) enqueue.spawnChild('batchFlusher', { id, systemId: id, input })
+    }),
+    /** Provided by src/: hands the children what start-up found (events waiting for a sink, DLQ depth). */
+    reportBacklog: enqueueActions(() => {}),
+    // The Realtime path failed: a rollout in progress rolls back at once.
+    tellRollout: enqueueActions(({ context, enqueue, system }) => {
+      for (const { id, src } of context.children) {
+        const rollout = src === 'rolloutController' && !context.crashed.includes(id) ? system.get(id) : undefined
+        const opened: RolloutEvent = { type: 'breaker.opened', at: context.now() }
+        if (rollout) enqueue.sendTo(rollout, opened)
+      }
     }),
     drainFlushers: enqueueActions(({ context, enqueue, system }) => {
       for (const { id } of context.flushers) {
@@ -137,10 +140,10 @@ export const supervisorMachine = setup({
         if (flusher) enqueue.sendTo(flusher, { type: 'drain' })
       }
     }),
-    stopConnections: enqueueActions(({ context, enqueue, system }) => {
+    stopDependencies: enqueueActions(({ context, enqueue, system }) => {
       for (const { id, src } of context.children) {
-        const connection = src === 'connection' && !context.crashed.includes(id) ? system.get(id) : undefined
-        if (connection) enqueue.sendTo(connection, { type: 'stop' })
+        const dependency = src === 'dependency' && !context.crashed.includes(id) ? system.get(id) : undefined
+        if (dependency) enqueue.sendTo(dependency, { type: 'stop' })
       }
     }),
     markFlusherDrained: assign(({ context }, { id }: { id: string }) => ({
@@ -187,6 +190,7 @@ export const supervisorMachine = setup({
     flushers: input.flushers,
     children: input.children ?? [],
     realtime: input.realtime ?? false,
+    now: input.now ?? Date.now,
     degraded: {},
     drained: [],
     crashed: [],
@@ -215,6 +219,7 @@ export const supervisorMachine = setup({
     },
     running: {
       type: 'parallel',
+      entry: 'reportBacklog',
       invoke: { id: 'healthReporter', src: 'healthReporter' },
       states: {
         store: {
@@ -261,7 +266,7 @@ export const supervisorMachine = setup({
             },
             // Events keep flowing over /ws; dashboards that miss the announcement fall back on their own timeout.
             failedOver: {
-              entry: 'resetFailoverAnnounceError',
+              entry: ['resetFailoverAnnounceError', 'tellRollout'],
               invoke: {
                 id: 'announceFailover',
                 src: 'announceFailover',
@@ -311,7 +316,7 @@ export const supervisorMachine = setup({
           after: { dlqFlushTimeout: { target: 'closingTransports', actions: 'markShutdownIncomplete' } },
         },
         closingTransports: {
-          entry: 'stopConnections',
+          entry: 'stopDependencies',
           invoke: {
             id: 'closeTransports',
             src: 'closeTransports',

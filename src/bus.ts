@@ -7,17 +7,25 @@ import type { StoredEvent } from './types.js'
  */
 export interface Bus {
   publish(batch: readonly StoredEvent[]): void
-  subscribe(listener: (batch: readonly StoredEvent[]) => void): () => void
+  subscribe(listener: BatchListener | BatchConsumer): () => void
+}
+
+export type BatchListener = (batch: readonly StoredEvent[]) => void
+
+/** A part of the relay that takes every durable batch: the hub, each sink's outbox, the validator. */
+export interface BatchConsumer {
+  consume(batch: readonly StoredEvent[]): void
 }
 
 export class LocalBus implements Bus {
-  private readonly listeners = new Set<(batch: readonly StoredEvent[]) => void>()
+  private readonly listeners = new Set<BatchListener>()
 
   publish(batch: readonly StoredEvent[]): void {
     for (const listener of this.listeners) listener(batch)
   }
 
-  subscribe(listener: (batch: readonly StoredEvent[]) => void): () => void {
+  subscribe(subscriber: BatchListener | BatchConsumer): () => void {
+    const listener: BatchListener = typeof subscriber === 'function' ? subscriber : (batch) => subscriber.consume(batch)
     this.listeners.add(listener)
     return () => this.listeners.delete(listener)
   }

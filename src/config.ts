@@ -40,6 +40,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'CONNECTION_BACKOFF_BASE_MS', default: '250', description: 'Reconnect backoff base (exponential, full jitter).' },
   { name: 'CONNECTION_BACKOFF_CAP_MS', default: '30000', description: 'Reconnect backoff cap.' },
   { name: 'CONNECTION_MAX_ATTEMPTS', default: '0', description: 'Reconnect attempts before a connection is `failed` (0 = unlimited).' },
+  { name: 'CONNECTION_FAILED_RETRY_MS', default: '60000', description: 'A `failed` connection tries again by itself after this long (POST /admin/retry does it at once).' },
   { name: 'BREAKER_FAILURE_RATE', default: String(defaultBreakerSettings.failureRateThreshold), description: 'Percent of failed calls in the window that opens a breaker.' },
   { name: 'BREAKER_WINDOW', default: String(defaultBreakerSettings.slidingWindowSize), description: 'Sliding window: the last N calls.' },
   { name: 'BREAKER_MIN_CALLS', default: String(defaultBreakerSettings.minimumNumberOfCalls), description: 'Calls in the window before the failure rate counts.' },
@@ -59,6 +60,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'REALTIME_DELIVERY', default: 'broadcast', description: 'broadcast: the relay sends batches. database: a trigger on monitoring_events broadcasts each row (Supabase only).' },
   { name: 'REALTIME_MAX_PAYLOAD_BYTES', default: '250000', description: 'Largest broadcast payload (free plan limit 256 KB; paid 3,000 KB).' },
   { name: 'REALTIME_MAX_MESSAGES_PER_SECOND', default: '100', description: 'Broadcast messages/s (free plan 100; raise to 500 on Pro, 2,500 on Team).' },
+  { name: 'REALTIME_BACKLOG_EVENTS', default: '50000', description: 'Events held for Realtime while it is unhealthy, sent first (in seq order) on recovery; past it the oldest are dropped and counted.' },
   { name: 'REALTIME_FLUSH_INTERVAL_MS', default: '50', description: 'Longest wait before pending events go out on Realtime (batches fill up to the payload limit).' },
   { name: 'REALTIME_ACK_TIMEOUT_MS', default: '5000', description: 'A broadcast not acknowledged within this is a failed call for the Realtime breaker.' },
   { name: 'VALIDATOR_DEADLINE_MS', default: '5000', description: 'Dual mode: an event not seen on Realtime within this counts as missing.' },
@@ -70,7 +72,6 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'ROLLOUT_MAX_ERROR_RATE', default: '0.1', description: 'Gate: Realtime error rate % below this.' },
   { name: 'ROLLOUT_MAX_P99_MS', default: '100', description: 'Gate: Realtime p99 latency (publish → arrival) below this.' },
   { name: 'ROLLOUT_MIN_SAMPLES', default: '1000', description: 'Gate: at least this many events compared in the window (missing data fails).' },
-  { name: 'ROLLOUT_HEALTH_INTERVAL_MS', default: '5000', description: 'How often health reports reach the rollout controller.' },
   { name: 'REDIS_URL', default: '(unset)', description: 'Redis for the flag override tier and cross-relay invalidation (pub/sub); without it, Postgres LISTEN/NOTIFY.' },
   { name: 'REDIS_PREFIX', default: 'relay:', description: 'Key prefix of the relay in Redis.' },
   { name: 'INSPECT_URL', default: '(unset)', description: 'WebSocket URL of a Stately inspector to stream every machine to.' },
@@ -100,7 +101,7 @@ export interface RelayConfig {
   healthIntervalMs: number
   shutdownTimeoutMs: number
   store: { statementTimeoutMs: number; probeIntervalMs: number }
-  connection: { backoffBaseMs: number; backoffCapMs: number; maxAttempts: number | undefined }
+  connection: { backoffBaseMs: number; backoffCapMs: number; maxAttempts: number | undefined; failedRetryMs: number }
   breaker: {
     failureRateThreshold: number
     slidingWindowSize: number
@@ -116,7 +117,6 @@ export interface RelayConfig {
     stages: number[]
     soakMs: number
     gates: { minConsistencyPct: number; maxErrorRatePct: number; maxP99LatencyMs: number; minSamples: number }
-    healthIntervalMs: number
   }
   redis: { url: string | undefined; prefix: string }
   inspectUrl: string | undefined
@@ -142,6 +142,8 @@ export interface RealtimeConfig {
   maxMessagesPerSecond: number
   ackTimeoutMs: number
   flushIntervalMs: number
+  /** Bound on the events held for Realtime (REALTIME_BACKLOG_EVENTS). */
+  backlogEvents: number
 }
 
 export type ConfigResult = { ok: true; config: RelayConfig } | { ok: false; errors: string[] }
@@ -216,6 +218,7 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
     maxMessagesPerSecond: int('REALTIME_MAX_MESSAGES_PER_SECOND', 1, 1_000_000),
     ackTimeoutMs: int('REALTIME_ACK_TIMEOUT_MS', 100, 600_000),
     flushIntervalMs: int('REALTIME_FLUSH_INTERVAL_MS', 1, 60_000),
+    backlogEvents: int('REALTIME_BACKLOG_EVENTS', 1, 10_000_000),
   }
 
   const num = (name: string, min: number, max: number, fallback = flagDefault(name)): number => {
@@ -266,6 +269,7 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
       backoffBaseMs: int('CONNECTION_BACKOFF_BASE_MS', 1, 600_000),
       backoffCapMs: int('CONNECTION_BACKOFF_CAP_MS', 1, 3_600_000),
       maxAttempts: int('CONNECTION_MAX_ATTEMPTS', 0, 1_000_000) || undefined,
+      failedRetryMs: int('CONNECTION_FAILED_RETRY_MS', 100, 86_400_000),
     },
     breaker: {
       failureRateThreshold: int('BREAKER_FAILURE_RATE', 1, 100),
@@ -294,7 +298,6 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
         maxP99LatencyMs: num('ROLLOUT_MAX_P99_MS', 1, 600_000),
         minSamples: int('ROLLOUT_MIN_SAMPLES', 0, 1_000_000_000),
       },
-      healthIntervalMs: int('ROLLOUT_HEALTH_INTERVAL_MS', 10, 3_600_000),
     },
     redis: { url: redisUrl, prefix: read('REDIS_PREFIX', Config.String('REDIS_PREFIX').pipe(Config.withDefault('relay:')), 'relay:') },
     inspectUrl,

@@ -13,6 +13,8 @@ export interface AdminDeps {
   } | undefined
   /** Asks every DLQ replayer to replay now. */
   replayDlq: () => void
+  /** Tells a dependency ('store', 'realtime') to reconnect now; false when the relay has no such dependency. */
+  retry: (dependency: string) => boolean
 }
 
 /**
@@ -58,6 +60,15 @@ export function adminRoutes(deps: AdminDeps) {
         const requeued = await dlq.requeue({ sink: url.searchParams.get('sink') ?? undefined, id: parsedId })
         deps.replayDlq()
         sendJson(res, 200, { requeued })
+        return true
+      }
+      case 'POST /admin/retry': {
+        const dependency = url.searchParams.get('dependency') ?? ''
+        if (!deps.retry(dependency)) {
+          sendJson(res, 404, { error: 'no_such_dependency', message: 'dependency must be store, or realtime when Realtime is on' })
+          return true
+        }
+        sendJson(res, 202, { retrying: dependency })
         return true
       }
       default:

@@ -1,3 +1,4 @@
+import type { Bus } from '../bus.js'
 import type { Sequencer } from './sequencer.js'
 import type { MonitoringEvent, StoredEvent } from '../types.js'
 
@@ -22,14 +23,22 @@ export class DurabilityError extends Error {
   }
 }
 
+/** Where a batch becomes durable before it is acknowledged (the write-ahead log). */
+export interface DurableLog {
+  append(batch: readonly StoredEvent[]): Promise<void>
+}
+
+/** Back-pressure: the name of the bounded queue that cannot take `incoming` more events, if any. */
+export interface Admission {
+  overloaded(incoming: number): string | undefined
+}
+
 export interface IngestDeps {
-  /** Makes a batch durable (the WAL's group-committed append). */
-  append: (batch: readonly StoredEvent[]) => Promise<void>
-  sequencer: () => Sequencer
-  /** Called with each durable batch, strictly in seq order. */
-  onDurable: (batch: readonly StoredEvent[]) => void
-  /** Non-undefined when a bounded queue is full: the name of the queue. */
-  overloaded: (incoming: number) => string | undefined
+  log: DurableLog
+  sequencer: Sequencer
+  /** Gets each durable batch, strictly in seq order. */
+  bus: Bus
+  admission: Admission
 }
 
 interface InOrder {
@@ -59,9 +68,9 @@ export class Ingest {
 
   async accept(events: readonly MonitoringEvent[]): Promise<StoredEvent[]> {
     if (!this.accepting) throw new IngestClosedError()
-    const full = this.deps.overloaded(events.length)
+    const full = this.deps.admission.overloaded(events.length)
     if (full) throw new OverloadedError(full, 1)
-    const first = this.deps.sequencer().next(events.length)
+    const first = this.deps.sequencer.next(events.length)
     // Key order is the wire order dashboards see: id, seq, then the rest.
     const batch: StoredEvent[] = events.map((e, i) => ({
       id: e.id,
@@ -76,7 +85,7 @@ export class Ingest {
     this.order.push(entry)
     this.inFlight++
     try {
-      await this.deps.append(batch)
+      await this.deps.log.append(batch)
       entry.state = 'durable'
       return batch
     } catch (err) {
@@ -98,7 +107,7 @@ export class Ingest {
   private release(): void {
     while (this.order.length && this.order[0]!.state !== 'pending') {
       const head = this.order.shift()!
-      if (head.state === 'durable') this.deps.onDurable(head.batch)
+      if (head.state === 'durable') this.deps.bus.publish(head.batch)
     }
     if (this.inFlight === 0 && this.idle.length) {
       const waiters = this.idle

@@ -1,8 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Redacted } from 'effect'
-import type { ActorRefFrom } from 'xstate'
-import type { circuitBreakerMachine } from '../../machines/circuitBreaker.js'
-import type { RolloutInput } from '../../machines/rolloutController.js'
+import type { HealthReport, RolloutInput } from '../../machines/rolloutController.js'
+import type { MachineSystem } from '../delivery/sink.js'
 import type { RelayConfig } from '../config.js'
 import { adminAllowed, sendJson } from '../http/server.js'
 import type { Hub } from '../ws/hub.js'
@@ -17,18 +16,17 @@ import { ConsistencyValidator, type PathName } from './consistency.js'
 import { insertReportSql, reportParams, startReportWriter } from './reports.js'
 import { realtimeShadow, websocketShadow } from './shadows.js'
 
-type Breaker = ActorRefFrom<typeof circuitBreakerMachine>
-
 export interface MigrationControlDeps {
   config: RelayConfig
   logger: Logger
   metrics: Metrics
   hub: Hub
   realtimeSink: RealtimeSink
-  transport: () => RealtimeTransport | undefined
-  store: () => Store | undefined
-  /** The relay's own port, for the /ws shadow. */
-  port: () => number
+  transport: RealtimeTransport
+  store: Store
+  system: MachineSystem
+  /** systemId of the Realtime circuit breaker (its state is a gate). */
+  breakerId: string
 }
 
 /**
@@ -45,24 +43,23 @@ export class MigrationControl {
   private readonly shadows: Array<{ close(): Promise<void> }> = []
   private reportWriter?: { stop(): Promise<void> }
   private stopPersistence?: () => Promise<void>
-  private readonly timers: NodeJS.Timeout[] = []
+  private paths: PathName[] = []
 
-  constructor(private readonly deps: MigrationControlDeps) {
-    const { rollout } = deps.config
-    this.rolloutInput = { stages: rollout.stages, soakMs: rollout.soakMs, gates: rollout.gates }
+  constructor(private readonly deps: MigrationControlDeps, rolloutInput: RolloutInput) {
+    this.rolloutInput = rolloutInput
   }
 
-  /** Reads rollout_state so the controller resumes where it was (before the supervisor spawns it). */
-  async restore(store: Store): Promise<void> {
-    const restore = await loadRollout(store, this.deps.logger)
+  /** Reads rollout_state into the controller's input so it resumes where it was (before the supervisor spawns it). */
+  async restore(): Promise<void> {
+    const restore = await loadRollout(this.deps.store, this.deps.logger)
     if (!restore) return
     this.rolloutInput.restore = restore
     this.percent = restore.state === 'rollingBack' ? 0 : restore.percent
     this.deps.logger.info({ state: restore.state, percent: restore.percent }, 'rollout resumed from rollout_state')
   }
 
-  /** Every accepted batch, once the shadows listen: the reference the validator compares with. */
-  sent(batch: readonly StoredEvent[]): void {
+  /** Every accepted batch (from the bus), once the shadows listen: the reference the validator compares with. */
+  consume(batch: readonly StoredEvent[]): void {
     if (this.validating) this.validator?.sent(batch)
   }
 
@@ -82,35 +79,46 @@ export class MigrationControl {
       const moved = hub.sendControl((id) => assignedToRealtime(id, percent) && !assignedToRealtime(id, before), { action: 'reassign', percent })
       logger.info({ moved }, 'dashboards told to move to Realtime')
     } else if (percent < before) {
-      const transport = this.deps.transport()
-      if (transport?.joined) {
+      const { transport } = this.deps
+      if (transport.joined) {
         transport.sendControl({ action: 'reassign', percent }).catch((err: Error) => logger.warn({ err: err.message }, 'rollback control broadcast failed; dashboards fall back on their own'))
       }
     }
   }
 
-  /** Once running: feed and persist the rollout controller, and start the validator. */
-  start(rollout: RolloutActor | undefined, breaker: Breaker | undefined): void {
-    const { config, logger } = this.deps
-    if (rollout) {
-      this.stopPersistence = persistRollout(rollout, this.deps.store, logger)
-      breaker?.on('breaker.opened', () => rollout.send({ type: 'breaker.opened', at: Date.now() }))
-      rollout.on('rollout.changed', (e) => logger.warn({ percent: e.percent, state: e.state, reason: e.reason, manual: e.manual }, 'rollout changed'))
-      rollout.on('rollout.evaluated', (e) => logger.info({ pass: e.pass, reason: e.reason, gates: e.gateResults }, 'rollout gates evaluated'))
-      this.every(config.rollout.healthIntervalMs, () => rollout.send({ type: 'health.reported', ...this.healthReport(breaker), at: Date.now() }))
-    }
-    this.startValidator().catch((err: Error) => logger.error({ err: err.message }, 'consistency validator could not start; rollout gates will read missing data'))
+  /** Once the controller runs: persist each of its changes in rollout_state. */
+  persist(rollout: RolloutActor): void {
+    const { logger, store } = this.deps
+    this.stopPersistence = persistRollout(rollout, () => store, logger)
   }
 
-  /** What the rollout gates see: the validator's window, the Realtime sink's error rate and breaker. */
-  healthReport(breaker: Breaker | undefined) {
-    const window = this.validator?.snapshot().window.realtime
+  /** What the rollout gates see now: the validator's window, the Realtime sink's error rate and breaker. */
+  healthReport(): HealthReport {
+    const validator = this.validator
+    validator?.tick()
+    const window = validator?.snapshot().window.realtime
+    const breaker = this.deps.system.get(this.deps.breakerId)
     return {
       consistencyPct: window?.consistencyPct ?? null,
       errorRatePct: this.deps.realtimeSink.errorRatePct(),
       p99LatencyMs: window?.latencyMs.p99 ?? null,
       samples: window ? window.matched + window.missing + window.reordered + window.mismatched : 0,
-      breakerClosed: breaker ? breaker.getSnapshot().matches('closed') : false,
+      breakerClosed: breaker ? (breaker.getSnapshot() as { value?: unknown }).value === 'closed' : false,
+      at: Date.now(),
+    }
+  }
+
+  /** Consistency gauges, read at scrape time. */
+  collectGauges(): void {
+    const validator = this.validator
+    if (!validator) return
+    validator.tick()
+    const snap = validator.snapshot()
+    for (const path of this.paths) {
+      const w = snap.window[path]?.consistencyPct
+      const all = snap.sinceStart[path]?.consistencyPct
+      if (w !== null && w !== undefined) this.deps.metrics.consistencyPct.labels(path, 'window').set(w)
+      if (all !== null && all !== undefined) this.deps.metrics.consistencyPct.labels(path, 'since_start').set(all)
     }
   }
 
@@ -126,18 +134,18 @@ export class MigrationControl {
     }
   }
 
+  /** Stops the validator, its shadows and report writer, and the persistence; every one is tried. */
   async stop(): Promise<void> {
-    for (const t of this.timers) clearInterval(t)
     this.validating = false
-    await this.stopPersistence?.()
-    await this.reportWriter?.stop().catch(() => {})
-    for (const shadow of this.shadows) await shadow.close().catch(() => {})
+    const closes = [this.stopPersistence?.(), this.reportWriter?.stop(), ...this.shadows.map((s) => s.close())]
+    const failed = (await Promise.allSettled(closes)).filter((r) => r.status === 'rejected')
+    for (const f of failed) this.deps.logger.warn({ err: String((f as PromiseRejectedResult).reason) }, 'migration control: a part failed to close')
   }
 
-  /** Shadow subscribers on both paths feed the validator; a report row every interval. */
-  private async startValidator(): Promise<void> {
+  /** Shadow subscribers on both paths feed the validator (the /ws one through `port`); a report row every interval. */
+  async startValidator(port: number): Promise<void> {
     const { config, logger, metrics } = this.deps
-    const paths: PathName[] = config.validator.calibrate ? ['realtime', 'websocket'] : ['realtime']
+    const paths: PathName[] = (this.paths = config.validator.calibrate ? ['realtime', 'websocket'] : ['realtime'])
     const validator = (this.validator = new ConsistencyValidator({ deadlineMs: config.validator.deadlineMs, windowMs: 300_000, sampleLimit: 20, now: Date.now }, paths))
     this.shadows.push(
       await realtimeShadow({
@@ -150,20 +158,10 @@ export class MigrationControl {
       }),
     )
     if (config.validator.calibrate) {
-      const url = `ws://${loopbackOr(config.host)}:${this.deps.port()}/ws`
+      const url = `ws://${loopbackOr(config.host)}:${port}/ws`
       this.shadows.push(await websocketShadow({ url, onEvents: (events, at) => validator.arrived('websocket', events, at), logger }))
     }
     this.validating = true
-    this.every(1000, () => {
-      validator.tick()
-      const snap = validator.snapshot()
-      for (const path of paths) {
-        const w = snap.window[path]?.consistencyPct
-        const all = snap.sinceStart[path]?.consistencyPct
-        if (w !== null && w !== undefined) metrics.consistencyPct.labels(path, 'window').set(w)
-        if (all !== null && all !== undefined) metrics.consistencyPct.labels(path, 'since_start').set(all)
-      }
-    })
     this.reportWriter = startReportWriter({
       intervalMs: config.validator.reportIntervalMs,
       snapshot: () => {
@@ -171,18 +169,11 @@ export class MigrationControl {
         return validator.snapshot()
       },
       write: async (row) => {
-        const store = this.deps.store()
-        if (store) await store.query(insertReportSql, reportParams(row))
+        await this.deps.store.query(insertReportSql, reportParams(row))
       },
       logger,
     })
     logger.info({ paths, deadlineMs: config.validator.deadlineMs }, 'consistency validator started')
-  }
-
-  private every(ms: number, fn: () => void): void {
-    const timer = setInterval(fn, ms)
-    timer.unref()
-    this.timers.push(timer)
   }
 }
 

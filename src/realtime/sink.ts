@@ -1,55 +1,58 @@
-import type { ActorRefFrom } from 'xstate'
-import { tryAcquirePermission, type circuitBreakerMachine } from '../../machines/circuitBreaker.js'
+import type { DeadLetterOutput, FlushBatchOutput } from '../../machines/batchFlusher.js'
+import type { Outbox } from '../delivery/outbox.js'
+import { retryBatch } from '../delivery/retryPolicy.js'
+import { BatchHeld, BreakerOpen, guarded, type Link, type MachineSystem, type Sink } from '../delivery/sink.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
-import { retryBatch } from '../delivery/retryPolicy.js'
-import { BreakerOpenError } from '../store/sink.js'
-import type { StoreQueue } from '../delivery/queue.js'
-import type { RealtimeTransport } from './transport.js'
+import { RealtimeError, type RealtimeTransport } from './transport.js'
 
 export const REALTIME_SINK = 'realtime'
 
-type Breaker = ActorRefFrom<typeof circuitBreakerMachine>
-
-export interface RealtimeSinkDeps {
-  transport: () => RealtimeTransport
-  queue: StoreQueue
-  breaker: () => Breaker | undefined
+export interface RealtimeSinkOptions {
+  transport: RealtimeTransport
+  /** The Realtime backlog: bounded by REALTIME_BACKLOG_EVENTS, oldest dropped and counted past it. */
+  outbox: Outbox
+  system: MachineSystem
+  /** systemId of the Realtime circuit breaker. */
+  breakerId: string
   metrics: Metrics
   logger: Logger
 }
 
+const isPayloadTooLarge = (err: unknown): boolean => err instanceof RealtimeError && err.code === 'payloadTooLarge'
+
 /**
  * Supabase Realtime as a sink: acknowledged broadcasts of payload-bounded batches, guarded by the
- * Realtime breaker and the one retry policy. Realtime is a delivery path, not storage: a batch it
- * would not acknowledge is dropped and counted (the store has it, and dashboards fail over to
- * /ws?since=, which reads the store) rather than held in the dead-letter queue, so a Realtime
- * outage can never fill the relay's disk or throttle ingest.
+ * Realtime breaker and the one retry policy. A batch Realtime does not take is held (BatchHeld) in
+ * the bounded backlog, not dropped: the flusher retries it, and goes at once when the breaker lets
+ * calls through again, so on recovery the backlog goes out first, in seq order, paced by the
+ * transport's token bucket. Only at shutdown (draining) is a held batch given up, counted.
  */
-export class RealtimeSink {
+export class RealtimeSink implements Sink {
+  readonly name = REALTIME_SINK
   /** Highest seq Realtime acknowledged. */
   lastAckedSeq = 0
   /** Broadcast attempts and failures in the current and previous minute, for the rollout's error-rate gate. */
   private calls = { windowStart: Date.now(), attempts: 0, failures: 0, prevAttempts: 0, prevFailures: 0 }
 
-  constructor(private readonly deps: RealtimeSinkDeps) {}
+  constructor(private readonly o: RealtimeSinkOptions) {}
 
-  /** The realtimeFlusher's flushBatch: one broadcast of the oldest events that fit the payload limit. */
-  async flush(max: number, draining: boolean): Promise<{ flushed: number; durationMs: number }> {
-    const pending = this.deps.queue.peek(max)
+  async flush(max: number, draining: boolean): Promise<FlushBatchOutput> {
+    const pending = this.o.outbox.queue.peek(max)
     if (pending.length === 0) return { flushed: 0, durationMs: 0 }
-    const transport = this.deps.transport()
+    const { transport } = this.o
     const { events, tooLarge } = transport.fit(pending)
     if (tooLarge) {
       // Cannot happen for validated events (256 KiB limit) unless REALTIME_MAX_PAYLOAD_BYTES is set below it.
-      this.drop(events.length, 'payloadTooLarge', `event seq ${events[0]!.seq} alone exceeds REALTIME_MAX_PAYLOAD_BYTES`)
+      this.o.outbox.discard(events.length, 'payloadTooLarge')
+      this.o.logger.warn({ sink: REALTIME_SINK, seq: events[0]!.seq }, 'event alone exceeds REALTIME_MAX_PAYLOAD_BYTES; dashboards read it from /ws?since=')
       return { flushed: events.length, durationMs: 0 }
     }
     const started = performance.now()
-    const end = this.deps.metrics.flushDuration.startTimer({ sink: REALTIME_SINK })
+    const end = this.o.metrics.flushDuration.startTimer({ sink: REALTIME_SINK })
     try {
       await retryBatch(() => this.call(() => transport.send(events)), {
-        isRetryable: (err) => !(err instanceof BreakerOpenError) && (err as { code?: string }).code !== 'payloadTooLarge',
+        isRetryable: (err) => !(err instanceof BreakerOpen) && !isPayloadTooLarge(err),
         settings: draining ? { maxRetries: 0 } : { maxElapsedMs: 5000 },
       })
       end({ outcome: 'ok' })
@@ -57,38 +60,25 @@ export class RealtimeSink {
       end({ outcome: 'error' })
       throw err
     }
-    this.deps.queue.drop(events.length)
+    this.o.outbox.take(events.length)
     this.lastAckedSeq = events[events.length - 1]!.seq
-    this.deps.metrics.eventsDelivered.labels(REALTIME_SINK).inc(events.length)
-    this.deps.metrics.queueDepth.labels(REALTIME_SINK).set(this.deps.queue.size)
+    this.o.metrics.eventsDelivered.labels(REALTIME_SINK).inc(events.length)
     return { flushed: events.length, durationMs: performance.now() - started }
   }
 
-  /** The realtimeFlusher's deadLetter: drop the batch Realtime would not take, counted and logged. */
-  async discard(max: number, error: string): Promise<{ moved: number }> {
-    const batch = this.deps.queue.peek(max)
-    if (batch.length === 0) return { moved: 0 }
-    this.drop(batch.length, (/breaker/i.test(error) ? 'breakerOpen' : 'notAcknowledged'), error, batch[0]!.seq)
-    return { moved: batch.length }
+  /** Holds the batch in the backlog (the flusher retries it); at shutdown drops it, counted. */
+  async deadLetter(max: number, error: string, draining: boolean): Promise<DeadLetterOutput> {
+    if (!draining) throw new BatchHeld({ sink: REALTIME_SINK, message: `held for Realtime: ${error}` })
+    const moved = this.o.outbox.discard(max, 'shutdown')
+    if (moved) this.o.logger.warn({ sink: REALTIME_SINK, events: moved, error }, 'Realtime did not take a batch before shutdown; dashboards read it from /ws?since=')
+    return { moved }
   }
 
-  /** Drops the oldest `count` queued events (the queue is over its bound). */
-  discardOldest(count: number): void {
-    this.drop(count, 'overflow', 'Realtime queue over BATCH_MAX_PENDING')
-  }
-
-  /** Drops everything still queued (shutdown). */
-  discardAll(reason: string): number {
-    const n = this.deps.queue.size
-    if (n) this.drop(n, 'shutdown', reason)
+  /** Drops everything still held (shutdown, after the flushers). */
+  discardAll(): number {
+    const n = this.o.outbox.discard(this.o.outbox.size, 'shutdown')
+    if (n) this.o.logger.warn({ sink: REALTIME_SINK, events: n }, 'Realtime backlog dropped at shutdown; dashboards read it from /ws?since=')
     return n
-  }
-
-  private drop(count: number, reason: string, error: string, firstSeq?: number): void {
-    this.deps.queue.drop(count)
-    this.deps.metrics.eventsDropped.labels(REALTIME_SINK, reason).inc(count)
-    this.deps.metrics.queueDepth.labels(REALTIME_SINK).set(this.deps.queue.size)
-    this.deps.logger.warn({ sink: REALTIME_SINK, events: count, firstSeq, reason, error }, 'Realtime did not take a batch; dashboards read it from /ws?since=')
   }
 
   /** Failed broadcasts / attempted broadcasts over roughly the last minute, in percent; null without attempts. */
@@ -106,19 +96,37 @@ export class RealtimeSink {
   }
 
   private async call<A>(what: () => Promise<A>): Promise<A> {
-    const breaker = this.deps.breaker()
-    if (breaker && !tryAcquirePermission(breaker)) throw new BreakerOpenError(REALTIME_SINK)
-    const started = performance.now()
     this.rollCalls()
-    this.calls.attempts++
-    try {
-      const result = await what()
-      breaker?.send({ type: 'call.succeeded', durationMs: performance.now() - started })
-      return result
-    } catch (err) {
-      this.calls.failures++
-      breaker?.send({ type: 'call.failed', reason: (err as Error).message })
-      throw err
-    }
+    const counted = guarded(this.o.system, this.o.breakerId, REALTIME_SINK, what)
+    // A refused call was never attempted: it does not count for the error rate.
+    return counted.then(
+      (result) => {
+        this.calls.attempts++
+        return result
+      },
+      (err: unknown) => {
+        if (!(err instanceof BreakerOpen)) {
+          this.calls.attempts++
+          this.calls.failures++
+        }
+        throw err
+      },
+    )
+  }
+}
+
+/**
+ * The Realtime channel as a link. supabase-js rejoins by itself; the machine observes its
+ * statuses rather than fighting it: a rejoin is `connection.restored`, anything else `connection.lost`.
+ */
+export function realtimeLink(transport: RealtimeTransport): Link {
+  return {
+    connect: (signal) => transport.connect(signal),
+    probe: () => () => {},
+    watch: (sendBack) =>
+      transport.onStatus((status, err) => {
+        if (status === 'SUBSCRIBED') sendBack({ type: 'connection.restored' })
+        else sendBack({ type: 'connection.lost', code: status, message: err?.message ?? `channel ${status}` })
+      }),
   }
 }

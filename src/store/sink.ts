@@ -1,47 +1,29 @@
-import type { ActorRefFrom } from 'xstate'
-import { tryAcquirePermission, type circuitBreakerMachine } from '../../machines/circuitBreaker.js'
+import type { DeadLetterOutput, FlushBatchOutput } from '../../machines/batchFlusher.js'
 import type { DeadLetterQueue } from '../durability/dlq.js'
+import type { Release } from '../durability/release.js'
+import type { Outbox } from '../delivery/outbox.js'
+import { retryBatch } from '../delivery/retryPolicy.js'
+import { BreakerOpen, CallTimeout, guarded, withTimeout, type Link, type MachineSystem, type Sink } from '../delivery/sink.js'
 import type { Logger } from '../observability/logger.js'
 import type { Metrics } from '../observability/metrics.js'
-import { retryBatch } from '../delivery/retryPolicy.js'
-import type { Store } from './store.js'
-import type { StoreQueue } from '../delivery/queue.js'
 import type { StoredEvent } from '../types.js'
+import { isRejected, StoreError, type Store } from './store.js'
 
 export const STORE_SINK = 'store'
 /** Most rows one insert carries when the queue is far behind (one JSON parameter of a few hundred KB). */
 export const STORE_BACKLOG_BATCH = 1000
 
-/** The breaker refused the call: the store is known to be down; the batch goes to the DLQ at once. */
-export class BreakerOpenError extends Error {
-  readonly _tag = 'BreakerOpen'
-  readonly code = 'breakerOpen'
-  constructor(readonly sink: string) {
-    super(`${sink} circuit breaker is open`)
-  }
-}
-
-/** A call that did not answer within its bound (a stalled network never errors by itself). */
-export class CallTimeoutError extends Error {
-  readonly _tag = 'CallTimeout'
-  readonly code = 'timeout'
-  constructor(readonly sink: string, readonly ms: number) {
-    super(`${sink} call timed out after ${ms} ms`)
-  }
-}
-
-type Breaker = ActorRefFrom<typeof circuitBreakerMachine>
-
-export interface StoreSinkDeps {
-  store: () => Store
-  dlq: () => DeadLetterQueue
-  queue: StoreQueue
-  breaker: () => Breaker | undefined
+export interface StoreSinkOptions {
+  store: Store
+  dlq: DeadLetterQueue
+  outbox: Outbox
+  release: Release
+  system: MachineSystem
+  /** systemId of the store's circuit breaker. */
+  breakerId: string
   metrics: Metrics
   logger: Logger
   callTimeoutMs: number
-  /** Every event up to seq has left the queue: stored, or durable in the DLQ. */
-  onReleased: (seq: number) => void
 }
 
 /**
@@ -49,34 +31,23 @@ export interface StoreSinkDeps {
  * policy, dead-lettering of batches given up on, and replay of the DLQ. Every call reports its
  * outcome to the breaker (a refused batch is the data's fault, so it counts as the store answering).
  */
-export class StoreSink {
-  constructor(private readonly deps: StoreSinkDeps) {}
+export class StoreSink implements Sink {
+  readonly name = STORE_SINK
 
-  /** One guarded call to the store. */
-  async call<A>(what: (store: Store) => Promise<A>): Promise<A> {
-    const breaker = this.deps.breaker()
-    if (breaker && !tryAcquirePermission(breaker)) throw new BreakerOpenError(STORE_SINK)
-    const started = performance.now()
-    try {
-      const result = await withTimeout(what(this.deps.store()), this.deps.callTimeoutMs, STORE_SINK)
-      breaker?.send({ type: 'call.succeeded', durationMs: performance.now() - started })
-      return result
-    } catch (err) {
-      if ((err as { code?: string }).code === 'rejected') breaker?.send({ type: 'call.succeeded', durationMs: performance.now() - started })
-      else breaker?.send({ type: 'call.failed', reason: (err as Error).message })
-      throw err
-    }
+  constructor(private readonly o: StoreSinkOptions) {}
+
+  private call<A>(what: (store: Store) => Promise<A>): Promise<A> {
+    return guarded(this.o.system, this.o.breakerId, STORE_SINK, () => withTimeout(what(this.o.store), this.o.callTimeoutMs, STORE_SINK), isRejected)
   }
 
-  /** The batchFlusher's flushBatch: write the oldest `max` queued events, retrying per the policy. */
-  async flush(max: number, draining: boolean): Promise<{ flushed: number; durationMs: number }> {
-    const batch = this.deps.queue.peek(max)
+  async flush(max: number, draining: boolean): Promise<FlushBatchOutput> {
+    const batch = this.o.outbox.queue.peek(max)
     if (batch.length === 0) return { flushed: 0, durationMs: 0 }
-    const end = this.deps.metrics.flushDuration.startTimer({ sink: STORE_SINK })
+    const end = this.o.metrics.flushDuration.startTimer({ sink: STORE_SINK })
     const started = performance.now()
     try {
       await retryBatch(() => this.call((store) => store.insertEvents(batch)), {
-        isRetryable: (err) => !(err instanceof BreakerOpenError) && (err as { code?: string }).code !== 'rejected',
+        isRetryable: (err) => !(err instanceof BreakerOpen) && !isRejected(err),
         // While shutting down there is no time for the policy: one attempt, then the DLQ.
         settings: draining ? { maxRetries: 0 } : undefined,
       })
@@ -85,29 +56,28 @@ export class StoreSink {
       end({ outcome: 'error' })
       throw err
     }
-    this.deps.queue.drop(batch.length)
-    this.deps.metrics.eventsStored.inc(batch.length)
-    this.deps.onReleased(batch[batch.length - 1]!.seq)
+    this.o.outbox.take(batch.length)
+    this.o.metrics.eventsStored.inc(batch.length)
+    this.o.release.released(batch[batch.length - 1]!.seq)
     return { flushed: batch.length, durationMs: performance.now() - started }
   }
 
-  /** The batchFlusher's deadLetter: move the oldest `max` queued events to the durable DLQ. */
-  async deadLetter(max: number, error: string): Promise<{ moved: number }> {
-    // The same rows the failed flush tried: the machine passes the same max, and the queue has not moved.
-    const batch = this.deps.queue.peek(max)
+  /** Moves the oldest `max` queued events (the batch the failed flush tried) to the durable DLQ. */
+  async deadLetter(max: number, error: string): Promise<DeadLetterOutput> {
+    const batch = this.o.outbox.queue.peek(max)
     if (batch.length === 0) return { moved: 0 }
-    await this.deps.dlq().append({ sink: STORE_SINK, events: batch, error, attempts: 1 })
-    this.deps.queue.drop(batch.length)
-    this.deps.metrics.eventsDeadLettered.labels(STORE_SINK).inc(batch.length)
-    this.deps.logger.warn({ sink: STORE_SINK, events: batch.length, firstSeq: batch[0]!.seq, error }, 'batch moved to the dead-letter queue')
-    this.deps.onReleased(batch[batch.length - 1]!.seq)
+    await this.o.dlq.append({ sink: STORE_SINK, events: batch, error, attempts: 1 })
+    this.o.outbox.take(batch.length)
+    this.o.metrics.eventsDeadLettered.labels(STORE_SINK).inc(batch.length)
+    this.o.logger.warn({ sink: STORE_SINK, events: batch.length, firstSeq: batch[0]!.seq, error }, 'batch moved to the dead-letter queue')
+    this.o.release.released(batch[batch.length - 1]!.seq)
     return { moved: batch.length }
   }
 
   /** Moves everything still queued to the DLQ (shutdown, when the flushers could not drain). */
   async deadLetterAll(error: string): Promise<number> {
     let moved = 0
-    while (this.deps.queue.size > 0) moved += (await this.deadLetter(1000, error)).moved
+    while (this.o.outbox.size > 0) moved += (await this.deadLetter(1000, error)).moved
     return moved
   }
 
@@ -116,36 +86,36 @@ export class StoreSink {
    * the rows the store refuses are parked (each with its reason) and the rest is stored.
    */
   async replayOldest(): Promise<{ replayed: number; parked: number; remaining: number }> {
-    const dlq = this.deps.dlq()
+    const { dlq } = this.o
     const entry = dlq.peekOldest(STORE_SINK)
     if (!entry) return { replayed: 0, parked: 0, remaining: 0 }
     let parked = 0
     try {
       await this.call((store) => store.insertEvents(entry.events))
     } catch (err) {
-      if ((err as { code?: string }).code !== 'rejected') {
-        await dlq.markFailed(entry.id, (err as Error).message)
+      if (!isRejected(err)) {
+        await dlq.markFailed(entry.id, messageOf(err))
         throw err
       }
-      parked = await this.parkPoison(entry.events, (err as Error).message)
+      parked = await this.parkPoison(entry.events, err.message)
     }
     await dlq.markDone(entry.id)
-    const remaining = dlq.liveDepth
-    this.deps.metrics.eventsReplayed.labels(STORE_SINK).inc(entry.events.length - parked)
-    return { replayed: 1, parked, remaining }
+    this.o.metrics.eventsReplayed.labels(STORE_SINK).inc(entry.events.length - parked)
+    this.o.release.dlqChanged()
+    return { replayed: 1, parked, remaining: dlq.liveDepth }
   }
 
   private async parkPoison(events: readonly StoredEvent[], batchError: string): Promise<number> {
-    const dlq = this.deps.dlq()
+    const { dlq } = this.o
     let parked = 0
     for (const event of events) {
       try {
         await this.call((store) => store.insertEvents([event]))
       } catch (err) {
-        if ((err as { code?: string }).code !== 'rejected') throw err
-        const entry = await dlq.append({ sink: STORE_SINK, events: [event], error: (err as Error).message || batchError, attempts: 1 })
-        await dlq.park(entry.id, `rejected by the store: ${(err as Error).message}`)
-        this.deps.logger.error({ sink: STORE_SINK, id: event.id, seq: event.seq, reason: (err as Error).message }, 'poison event parked in the dead-letter queue')
+        if (!isRejected(err)) throw err
+        const entry = await dlq.append({ sink: STORE_SINK, events: [event], error: err.message || batchError, attempts: 1 })
+        await dlq.park(entry.id, `rejected by the store: ${err.message}`)
+        this.o.logger.error({ sink: STORE_SINK, id: event.id, seq: event.seq, reason: err.message }, 'poison event parked in the dead-letter queue')
         parked++
       }
     }
@@ -153,24 +123,30 @@ export class StoreSink {
   }
 
   /** Liveness ping for the store's connection machine. */
-  async ping(): Promise<void> {
-    await withTimeout(this.deps.store().ping(), this.deps.callTimeoutMs, STORE_SINK)
+  ping(): Promise<void> {
+    return withTimeout(this.o.store.ping(), this.o.callTimeoutMs, STORE_SINK)
   }
 }
 
-export function withTimeout<A>(promise: Promise<A>, ms: number, sink: string): Promise<A> {
-  return new Promise<A>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new CallTimeoutError(sink, ms)), ms)
-    timer.unref()
-    promise.then(
-      (v) => {
-        clearTimeout(timer)
-        resolve(v)
-      },
-      (e) => {
-        clearTimeout(timer)
-        reject(e)
-      },
-    )
-  })
+/** The store's link: connected when a ping answers; the pool reconnects by itself, so nothing to close. */
+export function storeLink(sink: StoreSink): Link {
+  return {
+    connect: () => sink.ping(),
+    probe: (sendBack, intervalMs) => {
+      let inFlight = false
+      const timer = setInterval(() => {
+        if (inFlight) return
+        inFlight = true
+        sink
+          .ping()
+          .catch((err: unknown) => sendBack({ type: 'connection.lost', code: codeOf(err), message: messageOf(err) }))
+          .finally(() => (inFlight = false))
+      }, intervalMs)
+      return () => clearInterval(timer)
+    },
+    watch: () => () => {},
+  }
 }
+
+const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err))
+const codeOf = (err: unknown): string => (err instanceof StoreError ? err.code : err instanceof CallTimeout ? 'timeout' : 'pingFailed')

@@ -283,3 +283,8 @@ function toSafeInteger(value: string | number | bigint, what: string): number {
   if (!Number.isSafeInteger(n)) throw new RangeError(`${what} ${String(value)} is not a safe integer`)
   return n
 }
+
+/** The store answered and refused the data: retrying the same rows cannot help. */
+export function isRejected(err: unknown): err is StoreError {
+  return err instanceof StoreError && err.code === 'rejected'
+}

@@ -71,6 +71,11 @@ export class Hub {
   }
 
   /** A batch of newly accepted events, in seq order (from the bus). */
+  /** A durable batch from the bus. */
+  consume(batch: readonly StoredEvent[]): void {
+    this.publish(batch)
+  }
+
   publish(batch: readonly StoredEvent[]): void {
     if (batch.length === 0) return
     this.recent.append(batch)

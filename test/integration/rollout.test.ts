@@ -53,7 +53,6 @@ describePg('gated rollout in dual mode (validator + rollout controller + /config
     ROLLOUT_SOAK_MS: '1500',
     ROLLOUT_MIN_SAMPLES: '50',
     ROLLOUT_MAX_P99_MS: '2000',
-    ROLLOUT_HEALTH_INTERVAL_MS: '200',
     VALIDATOR_DEADLINE_MS: '1000',
     BATCH_LOW_SIZE: '1',
     BATCH_MEDIUM_SIZE: '1',
@@ -114,6 +113,54 @@ describePg('gated rollout in dual mode (validator + rollout controller + /config
       await r.stop()
     }
   }, 90_000)
+
+  // Each stage is judged on a report obtained at the end of its soak, whatever the validator's own
+  // report interval: a soak far shorter than it is never judged on "no health report".
+  describe('a soak (300 ms) shorter than the validator report interval (5 s)', () => {
+    const short = () => env({ ROLLOUT_SOAK_MS: '300', VALIDATOR_REPORT_INTERVAL_MS: '5000' })
+
+    it('a healthy run reaches 100 %, every stage judged on a fresh report', async () => {
+      const r = await startInProcessRelay(short())
+      const stop = traffic(r)
+      try {
+        // Enough compared events for the samples gate before the first judgement.
+        await waitFor(async () => (await (await fetch(`${r.url}/admin/consistency`, { headers: auth })).json()).window.realtime.matched >= 50, 'validator samples', 30_000, 100)
+        expect((await admin(r, 'POST', '/admin/rollout/start')).status).toBe(202)
+        let last: any
+        await waitFor(async () => {
+          last = (await admin(r, 'GET', '/admin/rollout')).body
+          return JSON.stringify(last.state).startsWith('{"complete"') || JSON.stringify(last.state).includes('rolledBack')
+        }, 'the rollout to settle', 60_000, 100)
+        expect(last.percent, JSON.stringify(last)).toBe(100)
+        // The 100 % stage soaks, then completes: two entries at 100.
+        expect([...new Set(last.history.map((h: { percent: number }) => h.percent))]).toEqual([25, 50, 75, 100])
+        expect(JSON.stringify(last.history)).not.toMatch(/no health report/)
+      } finally {
+        await stop()
+        await r.stop()
+      }
+    }, 90_000)
+
+    it('a lossy run (1 in 10 broadcasts lost) still rolls back, on the consistency gate', async () => {
+      const r = await startInProcessRelay(short())
+      peer.dropEvery(10)
+      const stop = traffic(r)
+      try {
+        // Losses past the validator's deadline are on record before the rollout starts.
+        await waitFor(async () => (await (await fetch(`${r.url}/admin/consistency`, { headers: auth })).json()).window.realtime.missing > 0, 'missing events counted', 30_000, 100)
+        expect((await admin(r, 'POST', '/admin/rollout/start')).status).toBe(202)
+        await waitFor(async () => JSON.stringify((await admin(r, 'GET', '/admin/rollout')).body.state).includes('rolledBack'), 'the rollback', 30_000, 100)
+        const rolled = (await admin(r, 'GET', '/admin/rollout')).body
+        expect(rolled.percent).toBe(0)
+        expect(rolled.reason).toMatch(/consistency/)
+        expect(rolled.reason).not.toMatch(/no health report/)
+      } finally {
+        peer.clearFaults()
+        await stop()
+        await r.stop()
+      }
+    }, 90_000)
+  })
 
   it('a manual percent survives a restart: the rollout resumes its stage, never silently at 0 or 100', async () => {
     const first = await startInProcessRelay(env({ ROLLOUT_SOAK_MS: '600000' }))

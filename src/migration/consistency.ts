@@ -1,5 +1,6 @@
-import { createHash } from 'node:crypto'
 import type { StoredEvent } from '../types.js'
+import { canonicalJson, diffJson, fingerprint, type DiffEntry } from './canonicalJson.js'
+import { WindowedCounts, type PathStats } from './pathCounts.js'
 
 /**
  * The consistency validator's comparison core: pure (the clock is injected, no I/O, no timers).
@@ -40,7 +41,8 @@ import type { StoredEvent } from '../types.js'
  * still within its deadline it counts as missing on the paths it had not arrived on (`evicted`).
  * The sent event itself (for the canonical comparison and diffs) and a fingerprint of it are held
  * only until the deadline.
- * Latency is kept in fixed log-linear histograms (exact below 128 µs, ≤ 0.8 % error above).
+ * Latency is kept in fixed log-linear histograms (latencyHistogram.ts); counters per path and
+ * bucket in pathCounts.ts, payload comparison in canonicalJson.ts.
  * Samples: the latest sampleLimit mismatches.
  *
  * Times are clamped to never go backwards (a wall clock stepped back by NTP); pass Date.now as
@@ -67,38 +69,8 @@ export interface ValidatorOptions {
 export const DEFAULT_WINDOW_MS = 300_000
 export const DEFAULT_SAMPLE_LIMIT = 20
 export const DEFAULT_MAX_TRACKED = 200_000
-/** Diff entries kept per mismatch sample. */
-export const MAX_DIFF_ENTRIES = 50
 const BUCKETS_PER_WINDOW = 30
 const MAX_BUCKETS = 1_000
-
-export interface LatencyStats {
-  p50: number | null
-  p95: number | null
-  p99: number | null
-  /** First arrivals measured. */
-  samples: number
-}
-
-export interface PathStats {
-  sent: number
-  matched: number
-  missing: number
-  duplicated: number
-  reordered: number
-  mismatched: number
-  late: number
-  unexpected: number
-  consistencyPct: number | null
-  latencyMs: LatencyStats
-}
-
-export interface DiffEntry {
-  /** e.g. "data.cpu", "metadata.tags[2]", "$" for the whole value; undefined = absent. */
-  path: string
-  expected: unknown
-  actual: unknown
-}
 
 export interface MismatchSample {
   /** When it arrived (validator clock). */
@@ -126,8 +98,6 @@ export interface ConsistencyReport {
   memory: { tracked: number; pending: number; maxTracked: number; evicted: number }
 }
 
-type Counter = 'sent' | 'matched' | 'missing' | 'duplicated' | 'reordered' | 'mismatched' | 'late' | 'unexpected'
-
 interface Tracked {
   id: string
   seq: number
@@ -142,56 +112,6 @@ interface Tracked {
   arrived: number
   /** Bit per path: counted missing. */
   missed: number
-}
-
-class Counts {
-  sent = 0
-  matched = 0
-  missing = 0
-  duplicated = 0
-  reordered = 0
-  mismatched = 0
-  late = 0
-  unexpected = 0
-  readonly latency = new LatencyHistogram()
-
-  add(other: Counts): void {
-    this.sent += other.sent
-    this.matched += other.matched
-    this.missing += other.missing
-    this.duplicated += other.duplicated
-    this.reordered += other.reordered
-    this.mismatched += other.mismatched
-    this.late += other.late
-    this.unexpected += other.unexpected
-    this.latency.add(other.latency)
-  }
-
-  stats(): PathStats {
-    const decided = this.matched + this.missing + this.reordered + this.mismatched + this.duplicated
-    return {
-      sent: this.sent,
-      matched: this.matched,
-      missing: this.missing,
-      duplicated: this.duplicated,
-      reordered: this.reordered,
-      mismatched: this.mismatched,
-      late: this.late,
-      unexpected: this.unexpected,
-      consistencyPct: decided === 0 ? null : (this.matched * 100) / decided,
-      latencyMs: {
-        p50: this.latency.percentile(0.5),
-        p95: this.latency.percentile(0.95),
-        p99: this.latency.percentile(0.99),
-        samples: this.latency.count,
-      },
-    }
-  }
-}
-
-interface Bucket {
-  index: number
-  perPath: Counts[]
 }
 
 /** Compares what arrived on each path with what was sent, by event id (definitions above). */
@@ -214,8 +134,7 @@ export class ConsistencyValidator {
   private head = 0
   private pendingHead = 0
   private pendingCount = 0
-  private readonly sinceStart: Counts[]
-  private readonly ring: Bucket[]
+  private readonly counts: WindowedCounts
   private readonly maxSeq: number[]
   private readonly samples: MismatchSample[] = []
   private evicted = 0
@@ -238,9 +157,8 @@ export class ConsistencyValidator {
     this.now = opts.now
     this.paths = unique
     this.allBits = (1 << unique.length) - 1
-    this.sinceStart = unique.map(() => new Counts())
+    this.counts = new WindowedCounts(unique.length, windowMs, bucketMs, () => this.last)
     this.maxSeq = unique.map(() => -Infinity)
-    this.ring = Array.from({ length: Math.ceil(windowMs / bucketMs) }, () => ({ index: -Infinity, perPath: [] }))
   }
 
   /** The reference: events the relay accepted and published, in seq order, at publish time. */
@@ -254,7 +172,7 @@ export class ConsistencyValidator {
       this.tracked.set(event.id, entry)
       this.queue.push(entry)
       this.pendingCount++
-      for (let p = 0; p < this.paths.length; p++) this.count(p, bucket, 'sent')
+      for (let p = 0; p < this.paths.length; p++) this.counts.count(p, bucket, 'sent')
     }
     while (this.tracked.size > this.maxTracked) this.evictOldest()
     this.compact()
@@ -271,26 +189,26 @@ export class ConsistencyValidator {
       const id = (event as { id?: unknown } | null)?.id
       const entry = typeof id === 'string' ? this.tracked.get(id) : undefined
       if (!entry) {
-        this.count(p, Math.floor(t / this.bucketMs), 'unexpected')
+        this.counts.count(p, Math.floor(t / this.bucketMs), 'unexpected')
         continue
       }
       if (entry.arrived & bit) {
-        this.count(p, entry.bucket, 'duplicated')
+        this.counts.count(p, entry.bucket, 'duplicated')
         continue
       }
       entry.arrived |= bit
       const latency = t - entry.sentAt
-      this.recordLatency(p, entry.bucket, latency)
+      this.counts.recordLatency(p, entry.bucket, latency)
       if (latency > this.deadlineMs || entry.missed & bit) {
         this.markMissing(entry, p)
-        this.count(p, entry.bucket, 'late')
+        this.counts.count(p, entry.bucket, 'late')
       } else if (entry.event && !sameJson(entry, event)) {
-        this.count(p, entry.bucket, 'mismatched')
+        this.counts.count(p, entry.bucket, 'mismatched')
         this.sample(t, path, entry.event, event)
       } else if (entry.seq < this.maxSeq[p]!) {
-        this.count(p, entry.bucket, 'reordered')
+        this.counts.count(p, entry.bucket, 'reordered')
       } else {
-        this.count(p, entry.bucket, 'matched')
+        this.counts.count(p, entry.bucket, 'matched')
       }
       if (entry.seq > this.maxSeq[p]!) this.maxSeq[p] = entry.seq
       if (((entry.arrived | entry.missed) & this.allBits) === this.allBits) this.settle(entry)
@@ -305,14 +223,11 @@ export class ConsistencyValidator {
   snapshot(): ConsistencyReport {
     const at = this.time()
     this.expire(at)
-    const current = Math.floor(at / this.bucketMs)
     const sinceStart: Partial<Record<PathName, PathStats>> = {}
     const window: Partial<Record<PathName, PathStats>> = {}
     this.paths.forEach((path, p) => {
-      sinceStart[path] = this.sinceStart[p]!.stats()
-      const sum = new Counts()
-      for (const b of this.ring) if (b.index > current - this.ring.length && b.index <= current && b.perPath[p]) sum.add(b.perPath[p]!)
-      window[path] = sum.stats()
+      sinceStart[path] = this.counts.sinceStartStats(p)
+      window[path] = this.counts.windowStats(p)
     })
     const calibration = window.websocket?.consistencyPct
     return {
@@ -378,7 +293,7 @@ export class ConsistencyValidator {
     const bit = 1 << p
     if (entry.missed & bit) return
     entry.missed |= bit
-    this.count(p, entry.bucket, 'missing')
+    this.counts.count(p, entry.bucket, 'missing')
   }
 
   private settle(entry: Tracked): void {
@@ -387,28 +302,6 @@ export class ConsistencyValidator {
     this.pendingCount--
     entry.fingerprint = null
     entry.event = null
-  }
-
-  private count(p: number, bucket: number, counter: Counter): void {
-    this.sinceStart[p]![counter]++
-    const b = this.bucketFor(bucket)
-    if (b) b.perPath[p]![counter]++
-  }
-
-  private recordLatency(p: number, bucket: number, ms: number): void {
-    this.sinceStart[p]!.latency.record(ms)
-    this.bucketFor(bucket)?.perPath[p]!.latency.record(ms)
-  }
-
-  /** The ring slot of a bucket, recycled when the bucket is newer; undefined when it has left the ring. */
-  private bucketFor(index: number): Bucket | undefined {
-    const n = this.ring.length
-    const slot = this.ring[((index % n) + n) % n]!
-    if (slot.index === index) return slot
-    if (slot.index > index || index <= Math.floor(this.last / this.bucketMs) - n) return undefined
-    slot.index = index
-    slot.perPath = this.paths.map(() => new Counts())
-    return slot
   }
 
   private sample(at: number, path: PathName, expected: StoredEvent, actual: unknown): void {
@@ -422,50 +315,6 @@ function positive(name: string, value: number): void {
   if (!(value > 0) || !Number.isFinite(value)) throw new RangeError(`${name} must be a positive number, got ${value}`)
 }
 
-// --- canonical JSON --------------------------------------------------------------------------
-
-/**
- * JSON with object keys sorted (recursively), otherwise exactly JSON.stringify's rules: toJSON is
- * honoured, undefined/functions/symbols are dropped from objects and null in arrays, non-finite
- * numbers are null. So an event and its JSON round trip (any key order) serialise identically.
- */
-export function canonicalJson(value: unknown): string {
-  return serialize(value) ?? 'null'
-}
-
-function serialize(value: unknown): string | undefined {
-  if (value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
-    value = (value as { toJSON(): unknown }).toJSON()
-  }
-  switch (typeof value) {
-    case 'string':
-      return JSON.stringify(value)
-    case 'number':
-      return Number.isFinite(value) ? JSON.stringify(value) : 'null'
-    case 'boolean':
-      return value ? 'true' : 'false'
-    case 'bigint':
-      return value.toString()
-    case 'object': {
-      if (value === null) return 'null'
-      if (Array.isArray(value)) return `[${value.map((v) => serialize(v) ?? 'null').join(',')}]`
-      const parts: string[] = []
-      for (const key of Object.keys(value).sort()) {
-        const s = serialize((value as Record<string, unknown>)[key])
-        if (s !== undefined) parts.push(`${JSON.stringify(key)}:${s}`)
-      }
-      return `{${parts.join(',')}}`
-    }
-    default:
-      return undefined
-  }
-}
-
-/** sha1 of the canonical JSON, base64 (27 characters). Not a security boundary: a fingerprint. */
-export function hashEvent(value: unknown): string {
-  return sha1(canonicalJson(value))
-}
-
 /**
  * Payload equality is canonical-JSON equality. Both wires hand back JSON.parse(JSON.stringify(e)),
  * key order kept, so comparing plain JSON fingerprints first settles nearly every arrival at a
@@ -474,117 +323,4 @@ export function hashEvent(value: unknown): string {
 function sameJson(entry: Tracked, actual: unknown): boolean {
   if (entry.fingerprint !== null && entry.fingerprint === fingerprint(actual)) return true
   return canonicalJson(entry.event) === canonicalJson(actual)
-}
-
-function fingerprint(value: unknown): string | null {
-  try {
-    return sha1(JSON.stringify(value) ?? 'undefined')
-  } catch {
-    return null // not plain JSON (a BigInt): the canonical comparison decides
-  }
-}
-
-function sha1(text: string): string {
-  return createHash('sha1').update(text).digest('base64')
-}
-
-/** Field-level differences of two JSON values, like GitHub Scientist's mismatch reports; at most `limit`. */
-export function diffJson(expected: unknown, actual: unknown, limit = MAX_DIFF_ENTRIES): DiffEntry[] {
-  const out: DiffEntry[] = []
-  walk(normalize(expected), normalize(actual), '', out, limit)
-  return out
-}
-
-function normalize(value: unknown): unknown {
-  const s = serialize(value)
-  return s === undefined ? undefined : JSON.parse(s)
-}
-
-function walk(a: unknown, b: unknown, path: string, out: DiffEntry[], limit: number): void {
-  if (out.length >= limit) return
-  if (isRecord(a) && isRecord(b)) {
-    for (const key of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
-      walk(a[key], b[key], path + keySegment(key, path === ''), out, limit)
-    }
-    return
-  }
-  if (Array.isArray(a) && Array.isArray(b)) {
-    for (let i = 0; i < Math.max(a.length, b.length); i++) walk(a[i], b[i], `${path}[${i}]`, out, limit)
-    return
-  }
-  if (serialize(a) !== serialize(b)) out.push({ path: path || '$', expected: a, actual: b })
-}
-
-function keySegment(key: string, first: boolean): string {
-  if (/^[A-Za-z_$][\w$]*$/.test(key)) return first ? key : `.${key}`
-  return `[${JSON.stringify(key)}]`
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-// --- latency histogram -------------------------------------------------------------------------
-
-/** Sub-buckets per power of two; values below 2 × HALF µs are exact. */
-const HALF = 64
-const EXACT = 2 * HALF
-/** Latencies are clamped to 2^36 µs (about 19 hours). */
-const MAX_MICROS = 2 ** 36 - 1
-const SLOTS = EXACT + (Math.log2(MAX_MICROS + 1) - Math.log2(EXACT)) * HALF
-
-/**
- * A fixed log-linear histogram of milliseconds (HdrHistogram's layout with 64 sub-buckets per
- * power of two, in µs): memory fixed at 8 KiB once used, merging is adding arrays. Percentiles are
- * nearest-rank; a bucket reports its midpoint, clamped to the exact min and max seen.
- */
-export class LatencyHistogram {
-  count = 0
-  private min = Infinity
-  private max = -Infinity
-  private counts: Uint32Array | null = null
-
-  record(ms: number): void {
-    const value = Math.max(0, ms)
-    const counts = (this.counts ??= new Uint32Array(SLOTS))
-    counts[slotOf(Math.min(MAX_MICROS, Math.round(value * 1000)))]!++
-    this.count++
-    if (value < this.min) this.min = value
-    if (value > this.max) this.max = value
-  }
-
-  add(other: LatencyHistogram): void {
-    if (!other.counts) return
-    const counts = (this.counts ??= new Uint32Array(SLOTS))
-    for (let i = 0; i < SLOTS; i++) counts[i]! += other.counts[i]!
-    this.count += other.count
-    this.min = Math.min(this.min, other.min)
-    this.max = Math.max(this.max, other.max)
-  }
-
-  /** The q-quantile (0 < q ≤ 1) in ms, nearest rank; null when empty. */
-  percentile(q: number): number | null {
-    if (!this.counts || this.count === 0) return null
-    const rank = Math.max(1, Math.ceil(q * this.count))
-    if (rank >= this.count) return this.max
-    let seen = 0
-    for (let i = 0; i < SLOTS; i++) {
-      seen += this.counts[i]!
-      if (seen >= rank) return Math.min(this.max, Math.max(this.min, midpointOf(i) / 1000))
-    }
-    return this.max
-  }
-}
-
-function slotOf(micros: number): number {
-  if (micros < EXACT) return micros
-  const shift = Math.floor(Math.log2(micros)) - Math.log2(HALF)
-  return EXACT + (shift - 1) * HALF + (Math.floor(micros / 2 ** shift) - HALF)
-}
-
-function midpointOf(slot: number): number {
-  if (slot < EXACT) return slot
-  const shift = Math.floor((slot - EXACT) / HALF) + 1
-  const sub = ((slot - EXACT) % HALF) + HALF
-  return (sub + 0.5) * 2 ** shift
 }

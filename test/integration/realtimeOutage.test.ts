@@ -128,4 +128,38 @@ describePg('a Realtime outage costs subscribers as little as possible', () => {
       await r.stop()
     }
   }, 120_000)
+
+  it("with only the relay's pushes stalled for 10 s (the subscriber stays joined), every event accepted meanwhile reaches the subscriber after recovery, once, in seq order", async () => {
+    const r = await startInProcessRelay({ ...env(), BREAKER_MIN_CALLS: '3', BREAKER_OPEN_MS: '2000' })
+    const dashboard = new RealtimeDashboard(peer.url, peer.keys.anon)
+    try {
+      await dashboard.subscribe()
+      await waitFor(async () => (await machines(r)).realtimeConnection === 'connected', 'the relay to join', 15_000)
+      expect((await postEvents(r.url, makeEvents(10, 'pre'))).status).toBe(202)
+      await dashboard.waitForCount(10, 10_000)
+      peer.swallowBroadcastsFrom(peer.keys.serviceRole)
+      const acked: string[] = []
+      const stallEnds = Date.now() + 10_000
+      for (let i = 0; Date.now() < stallEnds; i++) {
+        const res = await postEvents(r.url, makeEvents(50, `stalled-${i}`))
+        expect(res.status).toBe(202)
+        acked.push(...(res.body.ids as string[]))
+        await new Promise((resolve) => setTimeout(resolve, 250))
+      }
+      const swallowed = peer.swallowBroadcastsFrom(false)
+      expect(swallowed).toBeGreaterThan(0)
+      // The dashboard never left its channel: only the relay's pushes were stalled.
+      expect(dashboard.statuses.filter((st) => st !== 'SUBSCRIBED')).toEqual([])
+      await dashboard.waitForCount(10 + acked.length, 60_000)
+      const ids = dashboard.events.map((e) => e.id)
+      expect(new Set(ids).size).toBe(ids.length)
+      for (const id of acked) expect(ids).toContain(id)
+      expect(seqProblems(dashboard.events)).toEqual([])
+      expect(dashboard.events).toHaveLength(10 + acked.length)
+    } finally {
+      peer.clearFaults()
+      await dashboard.close()
+      await r.stop()
+    }
+  }, 120_000)
 })

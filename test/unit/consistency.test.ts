@@ -1,15 +1,9 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import {
-  canonicalJson,
-  ConsistencyValidator,
-  diffJson,
-  hashEvent,
-  LatencyHistogram,
-  type PathName,
-  type PathStats,
-  type ValidatorOptions,
-} from '../../src/migration/consistency.js'
+import { canonicalJson, diffJson, hashEvent } from '../../src/migration/canonicalJson.js'
+import { ConsistencyValidator, type PathName, type ValidatorOptions } from '../../src/migration/consistency.js'
+import { LatencyHistogram } from '../../src/migration/latencyHistogram.js'
+import type { PathStats } from '../../src/migration/pathCounts.js'
 import type { StoredEvent } from '../../src/types.js'
 
 const DEADLINE = 5_000

@@ -1,16 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import fc from 'fast-check'
 import { Result, Schema } from 'effect'
-import {
-  EVENT_PARSE_OPTIONS,
-  LIMITS,
-  UnifiedMonitoringEvent,
-  bodyKindOf,
-  parseEventsBody,
-  validateEvents,
-  type ParseOutcome,
-  type ValidationIssue,
-} from '../../src/ingest/event.js'
+import { LIMITS, bodyKindOf, parseEventsBody, validateEvents, type ParseOutcome } from '../../src/ingest/event.js'
+import { EVENT_PARSE_OPTIONS, UnifiedMonitoringEvent } from '../../src/ingest/eventSchema.js'
+import type { ValidationIssue } from '../../src/ingest/validationIssues.js'
 import type { MonitoringEvent } from '../../src/types.js'
 
 const NOW = new Date('2026-11-22T10:00:00.000Z')

@@ -1,7 +1,7 @@
 import { Config, ConfigProvider, Effect, Exit, Option, Redacted } from 'effect'
 import { isIP } from 'node:net'
 import { defaultFlusherProfiles, defaultRateThresholds } from '../machines/batchFlusher.js'
-import { defaultBreakerSettings } from '../machines/circuitBreaker.js'
+import { defaultBreakerSettings, type CircuitBreakerSettings } from '../machines/circuitBreaker.js'
 
 /**
  * Every env flag of the relay, read once at start with effect Config. Each flag is parsed on
@@ -102,14 +102,7 @@ export interface RelayConfig {
   shutdownTimeoutMs: number
   store: { statementTimeoutMs: number; probeIntervalMs: number }
   connection: { backoffBaseMs: number; backoffCapMs: number; maxAttempts: number | undefined; failedRetryMs: number }
-  breaker: {
-    failureRateThreshold: number
-    slidingWindowSize: number
-    minimumNumberOfCalls: number
-    slowCallDurationMs: number
-    openDurationMs: number
-    halfOpenProbes: number
-  }
+  breaker: CircuitBreakerSettings
   dlq: { maxBytes: number; pollIntervalMs: number }
   realtime: RealtimeConfig
   validator: { deadlineMs: number; reportIntervalMs: number; calibrate: boolean }

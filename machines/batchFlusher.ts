@@ -1,4 +1,5 @@
 import { assign, enqueueActions, fromPromise, setup, stateIn } from 'xstate'
+import { backoffCeilingMs } from './backoff.js'
 
 export type ProfileName = 'low' | 'medium' | 'high'
 export interface Profile { batchSize: number; flushIntervalMs: number }
@@ -157,7 +158,8 @@ export const batchFlusherMachine = setup({
   },
   delays: {
     flushInterval: ({ context }) => context.flushIntervalMs,
-    retryDelay: ({ context }) => Math.min(context.retry.maxMs, context.retry.baseMs * 2 ** Math.max(0, context.attempt - 1)),
+    // attempt counts failures from 1: the first retry waits baseMs.
+    retryDelay: ({ context }) => backoffCeilingMs({ baseMs: context.retry.baseMs, capMs: context.retry.maxMs }, Math.max(0, context.attempt - 1)),
     rateWindow: ({ context }) => context.rate.windowMs,
   },
 }).createMachine({

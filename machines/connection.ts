@@ -1,10 +1,8 @@
 import { assign, enqueueActions, fromCallback, fromPromise, setup } from 'xstate'
 import type { EventObject } from 'xstate'
+import { backoffCeilingMs, jitteredBackoffMs, type BackoffSettings } from './backoff.js'
 
-export interface BackoffSettings {
-  baseMs: number
-  capMs: number
-}
+export { backoffCeilingMs, type BackoffSettings }
 
 export interface ConnectionInput {
   /** The dependency this connection reaches, e.g. 'store' or 'realtime'; carried by every emitted event. */
@@ -62,20 +60,26 @@ interface ConnectionContext {
   lastFault: ConnectionFault | null
 }
 
-/** The backoff ceiling for `attempt`: min(cap, base · 2^attempt). */
-export function backoffCeilingMs({ baseMs, capMs }: BackoffSettings, attempt: number): number {
-  return Math.min(capMs, baseMs * 2 ** attempt)
-}
-
-/** Exponential backoff with full jitter: a whole number of ms in [0, min(cap, base · 2^attempt)]. */
+/** Exponential backoff with full jitter (backoff.ts): a whole number of ms in [0, min(cap, base · factor^attempt)]. */
 export function fullJitterBackoffMs(backoff: BackoffSettings, attempt: number, random: () => number): number {
-  const ceiling = backoffCeilingMs(backoff, attempt)
-  return Math.min(ceiling, Math.max(0, Math.floor(random() * ceiling)))
+  return Math.min(backoffCeilingMs(backoff, attempt), Math.max(0, Math.floor(jitteredBackoffMs(backoff, attempt, random))))
 }
 
-/** Turns whatever a connect/disconnect actor rejected with into a fault; `code` is kept when the error carries one. */
+/**
+ * An error that names its failure with a stable string `code`: the relay's tagged errors that carry
+ * one as data (StoreError, RealtimeError, the DLQ errors) and Node's system errors (ECONNREFUSED…).
+ */
+export interface CodedError extends Error {
+  readonly code: string
+}
+
+export function isCodedError(error: unknown): error is CodedError {
+  return error instanceof Error && 'code' in error && typeof error.code === 'string'
+}
+
+/** Turns whatever a connect/disconnect actor rejected with into a fault; a {@link CodedError} keeps its `code`. */
 export function toConnectionFault(error: unknown, fallbackCode: string): ConnectionFault {
-  const code = typeof error === 'object' && error !== null && typeof (error as { code?: unknown }).code === 'string' ? (error as { code: string }).code : fallbackCode
+  const code = isCodedError(error) ? error.code : fallbackCode
   const message = error instanceof Error ? error.message : String(error)
   return { code, message }
 }

@@ -1,3 +1,4 @@
+import { Data } from 'effect'
 import { createActor, type Actor, type InspectionEvent } from 'xstate'
 import type { RolloutInput } from '../machines/rolloutController.js'
 import { realtimeHealthOf, type SupervisorSnapshot, type supervisorMachine } from '../machines/supervisor.js'
@@ -26,10 +27,9 @@ export interface RelayOptions {
 }
 
 /** An in-process publish() of invalid events: the same per-item reasons POST /events answers with. */
-export class InvalidEvents extends Error {
-  readonly _tag = 'InvalidEvents'
-  constructor(readonly details: unknown) {
-    super(`invalid events: ${JSON.stringify(details)}`)
+export class InvalidEvents extends Data.TaggedError('InvalidEvents')<{ readonly message: string; readonly details: unknown }> {
+  static of(details: unknown): InvalidEvents {
+    return new InvalidEvents({ details, message: `invalid events: ${JSON.stringify(details)}` })
   }
 }
 
@@ -117,7 +117,7 @@ export class Relay {
   /** In-process publish(): the same validation and durability as POST /events. */
   async publish(items: readonly unknown[]): Promise<StoredEvent[]> {
     const parsed = validateEvents(items)
-    if (!parsed.ok) throw new InvalidEvents(parsed.details)
+    if (!parsed.ok) throw InvalidEvents.of(parsed.details)
     const stored = await this.rt.ingest.accept(parsed.events)
     this.metrics.eventsAccepted.inc(stored.length)
     return stored

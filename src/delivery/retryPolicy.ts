@@ -1,4 +1,5 @@
 import { Cause, Data, Duration, Effect, Exit, Random, Schedule } from 'effect'
+import { isCodedError } from '../../machines/connection.js'
 
 /** The retry was stopped by its AbortSignal; carries the error of the last failed attempt, if any. */
 export class BatchRetryAborted extends Data.TaggedError('BatchRetryAborted')<{ readonly lastError: unknown }> {}
@@ -38,10 +39,12 @@ export const defaultBatchRetrySettings: BatchRetrySettings = {
 }
 
 /**
- * The one retry policy for failed batches: exponential delays (base · factor^n) capped at capMs,
- * jittered downward (Schedule.jittered's 0.8–1.2 would push a capped delay over the cap), stopping
- * after maxRetries or when the next retry would start more than maxElapsedMs after the first failure.
- * Outputs the un-jittered exponential delay.
+ * The one retry policy for failed batches: the relay's one backoff rule (machines/backoff.ts), as
+ * an effect Schedule. Retry n waits backoffCeilingMs({ baseMs, capMs, factor }, n) — min(capMs,
+ * base · factor^n) — jittered downward into [ceiling · (1 − jitter), ceiling], the range of
+ * jitteredBackoffMs with spread = jitter (Schedule.jittered's 0.8–1.2 would push a capped delay
+ * over the cap). Stops after maxRetries or when the next retry would start more than maxElapsedMs
+ * after the first failure. Outputs the un-jittered exponential delay.
  */
 export function batchRetrySchedule(settings: Partial<BatchRetrySettings> = {}): Schedule.Schedule<Duration.Duration> {
   const s = { ...defaultBatchRetrySettings, ...settings }
@@ -56,7 +59,7 @@ export function batchRetrySchedule(settings: Partial<BatchRetrySettings> = {}): 
 
 /** Errors a retry cannot fix: the sink refused the batch for what it contains (StoreError code 'rejected'). */
 export function isRetryableBatchError(error: unknown): boolean {
-  return !(typeof error === 'object' && error !== null && (error as { code?: unknown }).code === 'rejected')
+  return !(isCodedError(error) && error.code === 'rejected')
 }
 
 export interface RetryBatchOptions {

@@ -1,5 +1,6 @@
 import type { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
+import { jitteredBackoffMs } from '../../machines/backoff.js'
 
 /**
  * What the flag service needs from a database: parameterised queries and LISTEN. Adapters:
@@ -117,11 +118,11 @@ async function listenWithReconnect(o: ListenOptions): Promise<() => Promise<void
       await client.connect()
       await client.query(`listen ${quoteIdent(o.channel)}`)
     } catch (err) {
-      await client.end().catch(() => {})
+      await discard(client)
       o.onError?.(err as Error)
       return schedule()
     }
-    if (stopped) return void (await client.end().catch(() => {}))
+    if (stopped) return void (await discard(client))
     current = client
     failures = 0
     client.once('end', () => {
@@ -135,11 +136,12 @@ async function listenWithReconnect(o: ListenOptions): Promise<() => Promise<void
 
   function schedule(): void {
     if (stopped || timer) return
-    const ceiling = Math.min(o.capMs, o.baseMs * 2 ** failures++)
+    // Equal jitter: never sooner than half the ceiling, so a flapping server is not hammered.
+    const delay = jitteredBackoffMs({ baseMs: o.baseMs, capMs: o.capMs }, failures++, Math.random, 0.5)
     timer = setTimeout(() => {
       timer = undefined
       void attempt()
-    }, ceiling / 2 + Math.random() * (ceiling / 2))
+    }, delay)
     timer.unref()
   }
 
@@ -149,8 +151,16 @@ async function listenWithReconnect(o: ListenOptions): Promise<() => Promise<void
     if (timer) clearTimeout(timer)
     const client = current
     current = undefined
-    await client?.end().catch(() => {})
+    if (client) await discard(client)
   }
+}
+
+/**
+ * Ends a LISTEN client that is being dropped, without reporting a failure to end it: the client is
+ * already broken (its error went to onError) or is being stopped, and pg frees its socket either way.
+ */
+function discard(client: pg.Client): Promise<void> {
+  return client.end().catch(() => undefined)
 }
 
 function quoteIdent(name: string): string {

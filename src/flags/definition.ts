@@ -1,4 +1,4 @@
-import { Result, Schema, SchemaIssue } from 'effect'
+import { Data, Result, Schema, SchemaIssue } from 'effect'
 import { BUCKETS } from '../migration/bucketing.js'
 
 /** A flag's value: any JSON value (booleans, strings and numbers for the typed flags). */
@@ -180,13 +180,15 @@ export interface FlagIssue {
   readonly message: string
 }
 
-export class FlagValidationError extends Error {
-  override readonly name = 'FlagValidationError'
-  constructor(
-    readonly key: string | undefined,
-    readonly details: readonly FlagIssue[],
-  ) {
-    super(`invalid flag definition${key ? ` ${JSON.stringify(key)}` : ''}: ${details.map((d) => (d.path ? `${d.path}: ${d.message}` : d.message)).join('; ')}`)
+/** A flag definition (or key) that does not validate, with every problem and its path: answer 400. */
+export class FlagValidationError extends Data.TaggedError('FlagValidationError')<{
+  readonly message: string
+  readonly key: string | undefined
+  readonly details: readonly FlagIssue[]
+}> {
+  static of(key: string | undefined, details: readonly FlagIssue[]): FlagValidationError {
+    const message = `invalid flag definition${key ? ` ${JSON.stringify(key)}` : ''}: ${details.map((d) => (d.path ? `${d.path}: ${d.message}` : d.message)).join('; ')}`
+    return new FlagValidationError({ message, key, details })
   }
 }
 
@@ -238,7 +240,7 @@ export function parseFlagDefinition(input: unknown, key?: string): ParseResult {
 /** {@link parseFlagDefinition}, throwing a {@link FlagValidationError} with every problem. */
 export function decodeFlagDefinition(input: unknown, key?: string): FlagDefinition {
   const parsed = parseFlagDefinition(input, key)
-  if (!parsed.ok) throw new FlagValidationError(key ?? (isRecord(input) && typeof input.key === 'string' ? input.key : undefined), parsed.details)
+  if (!parsed.ok) throw FlagValidationError.of(key ?? (isRecord(input) && typeof input.key === 'string' ? input.key : undefined), parsed.details)
   return parsed.definition
 }
 

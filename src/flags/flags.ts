@@ -1,3 +1,4 @@
+import { Data } from 'effect'
 import type { Logger } from '../observability/logger.js'
 import { flagRows, FLAGS_CHANNEL, type FlagRow, type FlagStore } from './database.js'
 import { decodeFlagDefinition, FLAG_KEY_PATTERN, FlagValidationError, parseFlagDefinition, type FlagDefinition } from './definition.js'
@@ -9,10 +10,9 @@ import { compileFlag, type CompiledFlag, type EvaluationContext, type Evaluation
 export const FLAG_TIERS: readonly FlagTier[] = ['redis', 'database', 'env', 'default']
 
 /** A write to a tier the service was opened without (no store, or no REDIS_URL). */
-export class FlagTierUnavailableError extends Error {
-  override readonly name = 'FlagTierUnavailableError'
-  constructor(readonly tier: 'redis' | 'database') {
-    super(tier === 'redis' ? 'the Redis override tier is not configured (set REDIS_URL)' : 'the database tier is not configured (no store)')
+export class FlagTierUnavailableError extends Data.TaggedError('FlagTierUnavailableError')<{ readonly message: string; readonly tier: 'redis' | 'database' }> {
+  static of(tier: 'redis' | 'database'): FlagTierUnavailableError {
+    return new FlagTierUnavailableError({ tier, message: tier === 'redis' ? 'the Redis override tier is not configured (set REDIS_URL)' : 'the database tier is not configured (no store)' })
   }
 }
 
@@ -173,7 +173,7 @@ export class FlagService {
 
   /** Sets (or with null removes) the Redis override, which wins over every other tier. */
   async override(key: string, definition: unknown | null, actor: string): Promise<void> {
-    if (!this.redis) throw new FlagTierUnavailableError('redis')
+    if (!this.redis) throw FlagTierUnavailableError.of('redis')
     checkKey(key)
     const def = definition === null ? undefined : decodeFlagDefinition(definition, key)
     const previous = this.tiers.redis.get(key)
@@ -222,7 +222,7 @@ export class FlagService {
   }
 
   private requireStore(): FlagStore {
-    if (!this.store) throw new FlagTierUnavailableError('database')
+    if (!this.store) throw FlagTierUnavailableError.of('database')
     return this.store
   }
 
@@ -361,6 +361,6 @@ export class FlagService {
 
 function checkKey(key: string): void {
   if (!FLAG_KEY_PATTERN.test(key)) {
-    throw new FlagValidationError(key, [{ path: 'key', message: 'Expected 1–128 letters, digits, _ . - (starting with a letter or digit)' }])
+    throw FlagValidationError.of(key, [{ path: 'key', message: 'Expected 1–128 letters, digits, _ . - (starting with a letter or digit)' }])
   }
 }

@@ -1,16 +1,20 @@
 import { Redis, type RedisOptions } from 'ioredis'
+import { backoffCeilingMs, type BackoffSettings } from '../../machines/backoff.js'
 import type { Logger } from '../observability/logger.js'
 import { redactUrl } from '../store/store.js'
 
 /** Default prefix of the Redis keys and channel: keys `${prefix}flag:<key>`, channel `${prefix}flags:changed`. */
 export const DEFAULT_REDIS_PREFIX = 'monitoring-relay:'
 
+const RECONNECT: BackoffSettings = { baseMs: 100, capMs: 5_000 }
+
 const OPTIONS: RedisOptions = {
   connectTimeout: 2_000,
   commandTimeout: 2_000,
   // A command while disconnected waits for one reconnect, then fails: callers fall back and retry.
   maxRetriesPerRequest: 1,
-  retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 7), 5_000),
+  // `times` counts reconnect attempts from 1, so the first waits 200 ms; no jitter.
+  retryStrategy: (times) => backoffCeilingMs(RECONNECT, times),
 }
 
 /**

@@ -1,25 +1,26 @@
+import { Data } from 'effect'
 import type { Bus } from '../bus.js'
 import type { Sequencer } from './sequencer.js'
 import type { MonitoringEvent, StoredEvent } from '../types.js'
 
-export class IngestClosedError extends Error {
-  readonly _tag = 'IngestClosed'
-  constructor() {
-    super('the relay is shutting down and accepts no new events')
+/** accept() after stop(): the relay is shutting down. */
+export class IngestClosedError extends Data.TaggedError('IngestClosedError')<{ readonly message: string }> {
+  static of(): IngestClosedError {
+    return new IngestClosedError({ message: 'the relay is shutting down and accepts no new events' })
   }
 }
 
-export class OverloadedError extends Error {
-  readonly _tag = 'Overloaded'
-  constructor(readonly queue: string, readonly retryAfterSeconds: number) {
-    super(`the relay's ${queue} queue is full; retry later`)
+/** A bounded queue cannot take the batch (back-pressure): answer 429 with Retry-After. */
+export class OverloadedError extends Data.TaggedError('OverloadedError')<{ readonly message: string; readonly queue: string; readonly retryAfterSeconds: number }> {
+  static of(queue: string, retryAfterSeconds: number): OverloadedError {
+    return new OverloadedError({ queue, retryAfterSeconds, message: `the relay's ${queue} queue is full; retry later` })
   }
 }
 
-export class DurabilityError extends Error {
-  readonly _tag = 'Durability'
-  constructor(override readonly cause: unknown) {
-    super(`could not make the events durable: ${(cause as Error)?.message ?? String(cause)}`)
+/** The write-ahead log could not take the batch, so it is not acknowledged. */
+export class DurabilityError extends Data.TaggedError('DurabilityError')<{ readonly message: string; readonly cause: unknown }> {
+  static of(cause: unknown): DurabilityError {
+    return new DurabilityError({ cause, message: `could not make the events durable: ${cause instanceof Error ? cause.message : String(cause)}` })
   }
 }
 
@@ -67,9 +68,9 @@ export class Ingest {
   }
 
   async accept(events: readonly MonitoringEvent[]): Promise<StoredEvent[]> {
-    if (!this.accepting) throw new IngestClosedError()
+    if (!this.accepting) throw IngestClosedError.of()
     const full = this.deps.admission.overloaded(events.length)
-    if (full) throw new OverloadedError(full, 1)
+    if (full) throw OverloadedError.of(full, 1)
     const first = this.deps.sequencer.next(events.length)
     // Key order is the wire order dashboards see: id, seq, then the rest.
     const batch: StoredEvent[] = events.map((e, i) => ({
@@ -90,7 +91,7 @@ export class Ingest {
       return batch
     } catch (err) {
       entry.state = 'failed'
-      throw new DurabilityError(err)
+      throw DurabilityError.of(err)
     } finally {
       this.inFlight--
       this.release()

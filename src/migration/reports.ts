@@ -130,6 +130,7 @@ export function startReportWriter(opts: ReportWriterOptions): ReportWriter {
   const enqueue = (): Promise<void> => {
     inFlight++
     const run = chain.then(writeOnce).finally(() => inFlight--)
+    // Only the queue forgets the failure: the caller gets `run` itself, and logs it (logFailure).
     chain = run.catch(() => undefined)
     return run
   }

@@ -1,5 +1,6 @@
 import { createClient, type RealtimeClientOptions } from '@supabase/supabase-js'
 import WebSocket from 'ws'
+import { jitteredBackoffMs } from '../../machines/backoff.js'
 import type { Logger } from '../observability/logger.js'
 import type { StoredEvent } from '../types.js'
 import { bounded } from '../delivery/bounded.js'
@@ -96,7 +97,7 @@ export interface WebsocketShadowOptions {
   logger: Logger
   /** Arrival clock; the validator's (default Date.now). */
   now?: () => number
-  /** Reconnect delays: base × 2^attempt, capped, with jitter; defaults 100 ms and 5,000 ms. */
+  /** Reconnect delays: base × 2^attempt, capped, jittered in [ceiling / 2, ceiling) (machines/backoff.ts); defaults 100 ms and 5,000 ms. */
   reconnectBaseMs?: number
   reconnectMaxMs?: number
   /** The first connection must be up (hello received) within this; default 10,000 ms. */
@@ -119,8 +120,7 @@ interface Frame {
 export async function websocketShadow(opts: WebsocketShadowOptions): Promise<Shadow> {
   const now = opts.now ?? Date.now
   const log = opts.logger.child({ shadow: 'websocket' })
-  const baseMs = opts.reconnectBaseMs ?? 100
-  const maxMs = opts.reconnectMaxMs ?? 5_000
+  const reconnect = { baseMs: opts.reconnectBaseMs ?? 100, capMs: opts.reconnectMaxMs ?? 5_000 }
   let cursor: number | null = null
   let ws: WebSocket | null = null
   let attempt = 0
@@ -164,7 +164,7 @@ export async function websocketShadow(opts: WebsocketShadowOptions): Promise<Sha
       if (ws !== socket || closing) return
       ws = null
       if (!greeted) return firstOutcome?.(new Error(`/ws shadow could not connect to ${opts.url} (close ${code})`))
-      const delay = Math.min(maxMs, baseMs * 2 ** attempt) * (0.5 + Math.random() / 2)
+      const delay = jitteredBackoffMs(reconnect, attempt, Math.random, 0.5)
       attempt++
       log.warn({ code, since: cursor, retryInMs: Math.round(delay) }, '/ws shadow disconnected; reconnecting')
       retry = setTimeout(() => {

@@ -1,23 +1,19 @@
 import { setMaxListeners } from 'node:events'
-import { createClient, type RealtimeChannel, type RealtimeClientOptions, type SupabaseClient } from '@supabase/supabase-js'
+import { Data } from 'effect'
+import type { RealtimeChannel, RealtimeClientOptions, SupabaseClient } from '@supabase/supabase-js'
 import type { Logger } from 'pino'
-import WebSocket from 'ws'
 import type { StoredEvent } from '../types.js'
+import { createRealtimeClient, keyScrubber } from './client.js'
+import { buildPayload, fitPayload, type FittedPayload } from './payload.js'
 import { TokenBucket } from './tokenBucket.js'
 import { bounded } from '../delivery/bounded.js'
 
 export type RealtimeErrorCode = 'channelError' | 'timedOut' | 'closed' | 'ackTimeout' | 'sendError' | 'rateLimited' | 'payloadTooLarge' | 'notJoined'
 
-/** A failed Realtime call. Its message never carries the key. */
-export class RealtimeError extends Error {
-  readonly _tag = 'RealtimeError'
-  override readonly name = 'RealtimeError'
-
-  constructor(
-    readonly code: RealtimeErrorCode,
-    message: string,
-  ) {
-    super(message)
+/** A failed Realtime call: `code` says which way it failed. Its message never carries the key. */
+export class RealtimeError extends Data.TaggedError('RealtimeError')<{ readonly code: RealtimeErrorCode; readonly message: string }> {
+  static of(code: RealtimeErrorCode, message: string): RealtimeError {
+    return new RealtimeError({ code, message })
   }
 }
 
@@ -54,13 +50,6 @@ export interface RealtimeTransportOptions {
   logger: Logger
 }
 
-/** The payload of each broadcast message. */
-export interface BroadcastBatch {
-  first_seq: number
-  last_seq: number
-  events: StoredEvent[]
-}
-
 export interface RealtimeTransportStats {
   /** Broadcasts put on the socket (batches and control messages), their payload bytes and events. */
   messagesSent: number
@@ -85,21 +74,8 @@ interface JoinWaiter {
 
 const DEFAULT_EVENT = 'monitoring_events'
 const CONTROL_EVENT = 'control'
-const REST_PATH = '/realtime/v1/api/'
 /** realtime-js retries a socket or a refused join at most this far apart (its default schedules). */
 const LIBRARY_RETRY_MAX_MS = 10_000
-
-export function buildPayload(events: readonly StoredEvent[]): BroadcastBatch {
-  const first = events[0]
-  const last = events[events.length - 1]
-  if (!first || !last) throw new RangeError('a broadcast batch needs at least one event')
-  return { first_seq: first.seq, last_seq: last.seq, events: [...events] }
-}
-
-/** Bytes of JSON.stringify(buildPayload(events)) without `events`' items: {"first_seq":F,"last_seq":L,"events":[]} */
-function envelopeBytes(firstSeq: number, lastSeq: number): number {
-  return Buffer.byteLength(`{"first_seq":${JSON.stringify(firstSeq)},"last_seq":${JSON.stringify(lastSeq)},"events":[]}`)
-}
 
 /**
  * Broadcasts batches of events on one Supabase Realtime channel through supabase-js, with
@@ -113,6 +89,7 @@ function envelopeBytes(firstSeq: number, lastSeq: number): number {
  */
 export class RealtimeTransport {
   private readonly client: SupabaseClient
+  private readonly scrub: (text: string) => string
   private readonly bucket: TokenBucket
   private readonly event: string
   private readonly joinTimeoutMs: number
@@ -139,21 +116,8 @@ export class RealtimeTransport {
     // Every send waiting for a token listens on it.
     setMaxListeners(0, this.closeController.signal)
     this.bucket = TokenBucket.forWindow(opts.maxMessagesPerSecond, { jitterMs: opts.pacingJitterMs ?? 50 })
-    this.client = createClient(opts.url, opts.key, {
-      auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
-      // A second guard against the REST fallback: nothing here may post broadcasts over HTTP.
-      global: { fetch: (input, init) => this.fetch(input, init) },
-      realtime: {
-        transport: WebSocket as unknown as NonNullable<RealtimeClientOptions['transport']>,
-        timeout: opts.ackTimeoutMs,
-        ...(opts.heartbeatIntervalMs ? { heartbeatIntervalMs: opts.heartbeatIntervalMs } : {}),
-        ...(opts.reconnectAfterMs ? { reconnectAfterMs: opts.reconnectAfterMs } : {}),
-        heartbeatCallback: (status, latency) => this.onHeartbeatStatus(status, latency),
-        // Set so realtime-js never writes to the console; its data (join payloads, socket events
-        // whose target URL holds the apikey) is dropped and its messages are scrubbed.
-        logger: (kind, msg) => this.libraryLog(kind, msg),
-      },
-    })
+    this.scrub = keyScrubber(opts.key)
+    this.client = createRealtimeClient(opts, this.scrub, (status, latency) => this.onHeartbeatStatus(status, latency))
   }
 
   get joined(): boolean {
@@ -168,7 +132,7 @@ export class RealtimeTransport {
    * retries 1, 2, 5, then every 10 s).
    */
   async connect(signal?: AbortSignal): Promise<void> {
-    if (this.closing) throw new RealtimeError('closed', 'the Realtime transport is closed')
+    if (this.closing) throw RealtimeError.of('closed', 'the Realtime transport is closed')
     signal?.throwIfAborted()
     if (this.joined) return
     const current = this.channel
@@ -198,28 +162,9 @@ export class RealtimeTransport {
     return () => this.heartbeatListeners.delete(listener)
   }
 
-  /**
-   * The longest prefix of `events` whose BroadcastBatch serialises to at most maxPayloadBytes
-   * (UTF-8), with its exact size. At least one event: a first event over the limit alone comes
-   * back as { events: [first], tooLarge: true }. Each event is serialised once.
-   */
-  fit(events: readonly StoredEvent[]): { events: StoredEvent[]; payloadBytes: number; tooLarge: boolean } {
-    const first = events[0]
-    if (!first) return { events: [], payloadBytes: 0, tooLarge: false }
-    let itemBytes = 0
-    let fitted = 0
-    let fittedBytes = 0
-    for (const [i, event] of events.entries()) {
-      itemBytes += Buffer.byteLength(JSON.stringify(event)) + (i > 0 ? 1 : 0)
-      const total = envelopeBytes(first.seq, event.seq) + itemBytes
-      if (total > this.opts.maxPayloadBytes) {
-        if (i === 0) return { events: [first], payloadBytes: total, tooLarge: true }
-        break
-      }
-      fitted = i + 1
-      fittedBytes = total
-    }
-    return { events: events.slice(0, fitted), payloadBytes: fittedBytes, tooLarge: false }
+  /** {@link fitPayload} under this transport's maxPayloadBytes. */
+  fit(events: readonly StoredEvent[]): FittedPayload {
+    return fitPayload(events, this.opts.maxPayloadBytes)
   }
 
   /**
@@ -298,13 +243,13 @@ export class RealtimeTransport {
 
   private joinError(status: ChannelStatus, error: Error): RealtimeError {
     const code: RealtimeErrorCode = status === 'TIMED_OUT' ? 'timedOut' : status === 'CLOSED' ? 'closed' : 'channelError'
-    return new RealtimeError(code, `Realtime channel ${this.opts.channel}: ${error.message}`)
+    return RealtimeError.of(code, `Realtime channel ${this.opts.channel}: ${error.message}`)
   }
 
   private waitForJoin(channel: RealtimeChannel, boundMs: number, signal: AbortSignal | undefined): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        waiter.settle(new RealtimeError('timedOut', `Realtime channel ${this.opts.channel}: not joined within ${boundMs} ms`))
+        waiter.settle(RealtimeError.of('timedOut', `Realtime channel ${this.opts.channel}: not joined within ${boundMs} ms`))
       }, boundMs)
       const onAbort = (): void => waiter.settle(signal?.reason)
       const waiter: JoinWaiter = {
@@ -329,13 +274,13 @@ export class RealtimeTransport {
     try {
       const bytes = Buffer.byteLength(JSON.stringify(payload))
       if (bytes > this.opts.maxPayloadBytes) {
-        throw new RealtimeError('payloadTooLarge', `broadcast payload of ${bytes} bytes is over the ${this.opts.maxPayloadBytes}-byte limit`)
+        throw RealtimeError.of('payloadTooLarge', `broadcast payload of ${bytes} bytes is over the ${this.opts.maxPayloadBytes}-byte limit`)
       }
       this.joinedChannel()
       try {
         this.counts.tokenWaitMs += await this.bucket.take(this.closeController.signal)
       } catch {
-        throw new RealtimeError('closed', 'the Realtime transport closed while the broadcast waited for its turn')
+        throw RealtimeError.of('closed', 'the Realtime transport closed while the broadcast waited for its turn')
       }
       // Checked again in the same tick as the push: nothing can leave the channel in between.
       await this.push(this.joinedChannel(), event, payload, bytes)
@@ -349,10 +294,10 @@ export class RealtimeTransport {
   }
 
   private joinedChannel(): RealtimeChannel {
-    if (this.closing) throw new RealtimeError('closed', 'the Realtime transport is closed')
+    if (this.closing) throw RealtimeError.of('closed', 'the Realtime transport is closed')
     const channel = this.channel
     if (!channel || !this.joined) {
-      throw new RealtimeError('notJoined', `Realtime channel ${this.opts.channel} is not joined (${channel ? channel.state : 'never joined'}); nothing was sent`)
+      throw RealtimeError.of('notJoined', `Realtime channel ${this.opts.channel} is not joined (${channel ? channel.state : 'never joined'}); nothing was sent`)
     }
     return channel
   }
@@ -382,7 +327,7 @@ export class RealtimeTransport {
       try {
         push = channel.joinPush.channel.push('broadcast', { type: 'broadcast', event, payload }, this.opts.ackTimeoutMs)
       } catch (err) {
-        entry.fail(new RealtimeError('sendError', `broadcast could not be sent: ${this.scrub((err as Error).message)}`))
+        entry.fail(RealtimeError.of('sendError', `broadcast could not be sent: ${this.scrub((err as Error).message)}`))
         return
       }
       this.pending.add(entry)
@@ -392,15 +337,15 @@ export class RealtimeTransport {
       push
         .receive('ok', succeed)
         .receive('error', (response: unknown) => entry.fail(this.replyError(response)))
-        .receive('timeout', () => entry.fail(new RealtimeError('ackTimeout', `broadcast not acknowledged within ${this.opts.ackTimeoutMs} ms`)))
+        .receive('timeout', () => entry.fail(RealtimeError.of('ackTimeout', `broadcast not acknowledged within ${this.opts.ackTimeoutMs} ms`)))
     })
   }
 
   private replyError(response: unknown): RealtimeError {
-    const reason = typeof (response as { reason?: unknown } | null)?.reason === 'string' ? (response as { reason: string }).reason : JSON.stringify(response ?? null)
+    const reason = typeof response === 'object' && response !== null && 'reason' in response && typeof response.reason === 'string' ? response.reason : JSON.stringify(response ?? null)
     const text = this.scrub(reason).slice(0, 300)
     const code: RealtimeErrorCode = /too many|rate.?limit/i.test(text) ? 'rateLimited' : /payload|too large|size/i.test(text) ? 'payloadTooLarge' : 'sendError'
-    return new RealtimeError(code, `broadcast refused: ${text}`)
+    return RealtimeError.of(code, `broadcast refused: ${text}`)
   }
 
   /** A lost channel never delivers the acks of its pushes (replies carry the old join_ref). */
@@ -408,7 +353,7 @@ export class RealtimeTransport {
     if (this.pending.size === 0) return
     const rateLimited = status === 'CLOSED' && this.systemError !== null && /too many|rate.?limit/i.test(this.systemError)
     const code: RealtimeErrorCode = rateLimited ? 'rateLimited' : status === 'CLOSED' ? 'closed' : 'channelError'
-    for (const entry of [...this.pending]) entry.fail(new RealtimeError(code, `broadcast not acknowledged: ${error.message}`))
+    for (const entry of [...this.pending]) entry.fail(RealtimeError.of(code, `broadcast not acknowledged: ${error.message}`))
   }
 
   // --- support ---------------------------------------------------------------------------------
@@ -418,29 +363,9 @@ export class RealtimeTransport {
     for (const listener of [...this.heartbeatListeners]) listener(status, latencyMs)
   }
 
-  private libraryLog(kind: string, msg: string): void {
-    const logger = this.opts.logger
-    if (kind === 'error') logger.warn({ realtimeJs: kind }, this.scrub(String(msg)))
-    else if (logger.isLevelEnabled('trace')) logger.trace({ realtimeJs: kind }, this.scrub(String(msg)))
-  }
-
-  private fetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
-    const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url
-    if (url.includes(REST_PATH)) {
-      this.opts.logger.error({ channel: this.opts.channel }, 'refused a Realtime REST broadcast: messages go over the joined socket only')
-      return Promise.reject(new Error('Realtime REST broadcasts are disabled'))
-    }
-    return fetch(input, init)
-  }
-
-  private scrub(text: string): string {
-    const { key } = this.opts
-    return text.split(key).join('[redacted]').split(encodeURIComponent(key)).join('[redacted]')
-  }
-
   private async shutdown(): Promise<void> {
     this.closeController.abort()
-    const closed = new RealtimeError('closed', 'the Realtime transport is closed')
+    const closed = RealtimeError.of('closed', 'the Realtime transport is closed')
     for (const waiter of [...this.joinWaiters]) waiter.settle(closed)
     const deadline = performance.now() + this.closeTimeoutMs
     const left = await bounded(this.client.removeAllChannels(), this.closeTimeoutMs)

@@ -1,8 +1,8 @@
 import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
-import { PGlite, type Transaction } from '@electric-sql/pglite'
+import { messages, PGlite, type Transaction } from '@electric-sql/pglite'
 import { migrate } from './migrate.js'
-import { classifyError, createSqlStore, sqlStateOf, StoreError, type SqlRunner, type Store } from './store.js'
+import { classifyError, createSqlStore, StoreError, type SqlRunner, type Store } from './store.js'
 
 /**
  * A Store on embedded PGlite persisted at `${dataDir}/pglite`. PGlite has one connection and
@@ -78,11 +78,9 @@ function runnerOn(target: Queryable, label: string): SqlRunner {
 
 function toStoreError(err: unknown, context: string): StoreError {
   if (err instanceof StoreError) return err
-  const code = classifyError(err)
-  const sqlState = sqlStateOf(err)
+  // PGlite's DatabaseError carries the SQLSTATE; anything else (a closed instance) has none.
+  const sqlState = err instanceof messages.DatabaseError ? err.code : undefined
+  const code = classifyError(err, sqlState)
   const detail = err instanceof Error ? err.message : String(err)
-  return new StoreError(code, `${context} (${code}${sqlState ? ` ${sqlState}` : ''}): ${detail}`, {
-    cause: err,
-    ...(sqlState ? { sqlState } : {}),
-  })
+  return new StoreError({ code, message: `${context} (${code}${sqlState ? ` ${sqlState}` : ''}): ${detail}`, cause: err, ...(sqlState ? { sqlState } : {}) })
 }

@@ -1,7 +1,7 @@
 import { inspect } from 'node:util'
 import pg from 'pg'
 import { migrate } from './migrate.js'
-import { classifyError, createSqlStore, redactUrl, sqlStateOf, StoreError, type SqlRunner, type Store } from './store.js'
+import { classifyError, createSqlStore, redactUrl, StoreError, type SqlRunner, type Store } from './store.js'
 
 export interface PostgresStoreOptions {
   /** Connections in the pool (default 10). */
@@ -120,11 +120,12 @@ function clientRunner(client: pg.PoolClient, fail: Fail): SqlRunner {
 
 function toStoreError(err: unknown, context: string, secrets: readonly string[]): StoreError {
   if (err instanceof StoreError) return err
-  const code = classifyError(err)
+  // The server's ErrorResponse; anything else (ECONNREFUSED, a pool timeout) has no SQLSTATE.
+  const sqlState = err instanceof pg.DatabaseError ? err.code : undefined
+  const code = classifyError(err, sqlState)
   const detail = err instanceof Error ? err.message : String(err)
-  const sqlState = sqlStateOf(err)
   const message = scrub(`${context} (${code}${sqlState ? ` ${sqlState}` : ''}): ${detail}`, secrets)
-  return new StoreError(code, message, { cause: scrubCause(err, secrets), ...(sqlState ? { sqlState } : {}) })
+  return new StoreError({ code, message, cause: scrubCause(err, secrets), ...(sqlState ? { sqlState } : {}) })
 }
 
 /**

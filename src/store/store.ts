@@ -1,3 +1,4 @@
+import { Data } from 'effect'
 import type { StoredEvent } from '../types.js'
 
 /** Durable storage of accepted events: PostgreSQL (pg) or embedded PGlite, same schema. */
@@ -59,20 +60,13 @@ export type StoreErrorCode = 'unavailable' | 'rejected' | 'timeout'
  *   retry like 'unavailable'.
  * See classifyError for the exact rule.
  */
-export class StoreError extends Error {
-  override readonly name = 'StoreError'
+export class StoreError extends Data.TaggedError('StoreError')<{
   readonly code: StoreErrorCode
+  readonly message: string
   /** SQLSTATE when the database reported one. */
-  readonly sqlState: string | undefined
-  override readonly cause?: unknown
-
-  constructor(code: StoreErrorCode, message: string, options: { cause?: unknown; sqlState?: string } = {}) {
-    super(message)
-    this.code = code
-    this.sqlState = options.sqlState
-    if (options.cause !== undefined) this.cause = options.cause
-  }
-}
+  readonly sqlState?: string
+  readonly cause?: unknown
+}> {}
 
 /** The few SQL operations the migration runner and the stores need; both backends implement it. */
 export interface SqlRunner {
@@ -99,7 +93,8 @@ const UNAVAILABLE_STATES = new Set(['25006'])
 const TIMEOUT_MESSAGES = [/timeout exceeded when trying to connect/i, /connection timeout/i, /query read timeout/i, /timeout expired/i]
 
 /**
- * Maps any error from a database call to a StoreError code.
+ * Maps any error from a database call to a StoreError code, given the SQLSTATE its driver
+ * reported (each backend reads it from its driver's DatabaseError).
  *
  * 1. SQLSTATE in TIMEOUT_STATES (57014, 55P03, 25P03, 25P04) → 'timeout'.
  * 2. SQLSTATE class 08, 28, 3D, 40, 53, 57, 58, XX, or 25006 → 'unavailable'.
@@ -114,27 +109,15 @@ const TIMEOUT_MESSAGES = [/timeout exceeded when trying to connect/i, /connectio
  * 4. No SQLSTATE: a client-side connect/read timeout → 'timeout'; everything else (ECONNREFUSED,
  *    ECONNRESET, "Connection terminated", a closed PGlite, ...) → 'unavailable'.
  */
-export function classifyError(err: unknown): StoreErrorCode {
-  const state = sqlStateOf(err)
-  if (state !== undefined) {
-    if (TIMEOUT_STATES.has(state)) return 'timeout'
-    if (UNAVAILABLE_STATES.has(state) || UNAVAILABLE_CLASSES.has(state.slice(0, 2))) return 'unavailable'
+export function classifyError(err: unknown, sqlState: string | undefined): StoreErrorCode {
+  if (sqlState !== undefined) {
+    if (TIMEOUT_STATES.has(sqlState)) return 'timeout'
+    if (UNAVAILABLE_STATES.has(sqlState) || UNAVAILABLE_CLASSES.has(sqlState.slice(0, 2))) return 'unavailable'
     return 'rejected'
   }
   const message = err instanceof Error ? err.message : String(err)
   if (TIMEOUT_MESSAGES.some((re) => re.test(message))) return 'timeout'
   return 'unavailable'
-}
-
-/**
- * The SQLSTATE of a pg or PGlite DatabaseError, if any. Both carry `severity`; requiring it keeps
- * five-letter errnos such as EPIPE from passing for a SQLSTATE.
- */
-export function sqlStateOf(err: unknown): string | undefined {
-  if (typeof err !== 'object' || err === null) return undefined
-  const { code, severity } = err as { code?: unknown; severity?: unknown }
-  if (typeof severity !== 'string') return undefined
-  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined
 }
 
 /**
@@ -261,7 +244,7 @@ function encodeBatch(events: readonly StoredEvent[]): string {
       })),
     )
   } catch (cause) {
-    throw new StoreError('rejected', `batch cannot be encoded as JSON: ${(cause as Error).message}`, { cause })
+    throw new StoreError({ code: 'rejected', message: `batch cannot be encoded as JSON: ${(cause as Error).message}`, cause })
   }
 }
 

@@ -9,8 +9,8 @@ import WebSocket from 'ws'
 import { createClient, type RealtimeClientOptions, type SupabaseClient } from '@supabase/supabase-js'
 import { RATE_LIMIT_MESSAGE, startRealtimePeer, type RealtimePeer } from '../fixtures/realtimePeer.js'
 import { waitFor } from '../helpers/wait.js'
+import { buildPayload } from '../../src/realtime/payload.js'
 import {
-  buildPayload,
   RealtimeError,
   RealtimeTransport,
   type ChannelStatus,

@@ -97,11 +97,11 @@ export async function openRuntime(o: RuntimeOptions): Promise<Runtime> {
     logger,
   })
   const storeOutbox = new Outbox({ sink: STORE_SINK, flusherId: ids.storeFlusher, system, metrics })
-  const last = await recover(store, wal, storeOutbox, logger)
+  const { lastSeq: last, migrated } = await recover(store, wal, storeOutbox, logger)
   const release = new Release({ wal, dlq, hub, system, replayerId: ids.storeReplayer, logger, releasedSeq: last })
   // At shutdown, with everything stored, the WAL may go whole (closed before it: newest first).
   life.use('write-ahead log release', release, (r) => r.releaseAll(storeOutbox.size))
-  const storeSink = new StoreSink({ store, dlq, outbox: storeOutbox, release, system, breakerId: ids.storeBreaker, metrics, logger, callTimeoutMs: config.store.statementTimeoutMs })
+  const storeSink = new StoreSink({ store, dlq, outbox: storeOutbox, release, system, breakerId: ids.storeBreaker, metrics, logger, callTimeoutMs: config.store.statementTimeoutMs, migrated })
 
   const flags = life.use(
     'flag service',

@@ -9,9 +9,17 @@ const REPLAY_CHUNK = 1000
 /**
  * Migrations and WAL replay at start; resolves with the last seq the relay has. When the store is
  * unreachable the relay still starts: the WAL's events wait in the store outbox (and so the DLQ),
- * and ingest and fan-out work. A migration the database refuses is fatal.
+ * and ingest and fan-out work; the migrations run when the store's connection is first
+ * established (see storeLink). A migration the database refuses is fatal.
  */
-export async function recover(store: Store, wal: Wal, outbox: Outbox, logger: Logger): Promise<number> {
+export interface Recovered {
+  /** The last seq the relay has. */
+  lastSeq: number
+  /** Whether the migrations ran; when not (the store was down), they run when the store is back. */
+  migrated: boolean
+}
+
+export async function recover(store: Store, wal: Wal, outbox: Outbox, logger: Logger): Promise<Recovered> {
   let storeMax = 0
   try {
     const applied = await store.migrate()
@@ -26,7 +34,7 @@ export async function recover(store: Store, wal: Wal, outbox: Outbox, logger: Lo
       queued += chunk.length
     }
     if (queued) logger.info({ queued }, 'write-ahead log queued for the store')
-    return Math.max(wal.maxSeq, 0)
+    return { lastSeq: Math.max(wal.maxSeq, 0), migrated: false }
   }
   let replayed = 0
   for await (const chunk of wal.replay(0, REPLAY_CHUNK)) {
@@ -35,5 +43,5 @@ export async function recover(store: Store, wal: Wal, outbox: Outbox, logger: Lo
   }
   if (replayed) logger.info({ replayed, upToSeq: wal.maxSeq }, 'write-ahead log replayed into the store')
   await wal.release(wal.maxSeq)
-  return Math.max(storeMax, wal.maxSeq)
+  return { lastSeq: Math.max(storeMax, wal.maxSeq), migrated: true }
 }

@@ -24,6 +24,8 @@ export interface StoreSinkOptions {
   metrics: Metrics
   logger: Logger
   callTimeoutMs: number
+  /** Whether the migrations ran at start; when not, the store refuses every call until they have (migrateOnce). */
+  migrated: boolean
 }
 
 /**
@@ -33,11 +35,28 @@ export interface StoreSinkOptions {
  */
 export class StoreSink implements Sink {
   readonly name = STORE_SINK
+  private migrated: boolean
 
-  constructor(private readonly o: StoreSinkOptions) {}
+  constructor(private readonly o: StoreSinkOptions) {
+    this.migrated = o.migrated
+  }
+
+  /** Runs the migrations if start-up could not (the store was down); the store's connect does it. */
+  async migrateOnce(): Promise<void> {
+    if (this.migrated) return
+    const applied = await this.o.store.migrate()
+    this.migrated = true
+    this.o.logger.info({ store: this.o.store.kind, applied }, 'store ready (migrated once it was reachable)')
+  }
 
   private call<A>(what: (store: Store) => Promise<A>): Promise<A> {
-    return guarded(this.o.system, this.o.breakerId, STORE_SINK, () => withTimeout(what(this.o.store), this.o.callTimeoutMs, STORE_SINK), isRejected)
+    return guarded(this.o.system, this.o.breakerId, STORE_SINK, () => this.migratedCall(what), isRejected)
+  }
+
+  // A batch must never meet a database without its tables: it would be refused and parked as poison.
+  private migratedCall<A>(what: (store: Store) => Promise<A>): Promise<A> {
+    if (!this.migrated) return Promise.reject(new StoreError({ code: 'unavailable', message: 'store not migrated yet (it was unreachable at start)' }))
+    return withTimeout(what(this.o.store), this.o.callTimeoutMs, STORE_SINK)
   }
 
   async flush(max: number, draining: boolean): Promise<FlushBatchOutput> {
@@ -128,10 +147,16 @@ export class StoreSink implements Sink {
   }
 }
 
-/** The store's link: connected when a ping answers; the pool reconnects by itself, so nothing to close. */
+/**
+ * The store's link: connected when a ping answers (after the migrations, if start-up could not run
+ * them); the pool reconnects by itself, so nothing to close.
+ */
 export function storeLink(sink: StoreSink): Link {
   return {
-    connect: () => sink.ping(),
+    connect: async () => {
+      await sink.migrateOnce()
+      await sink.ping()
+    },
     probe: (sendBack, intervalMs) => {
       let inFlight = false
       const timer = setInterval(() => {

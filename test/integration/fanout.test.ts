@@ -1,27 +1,11 @@
 import { randomBytes } from 'node:crypto'
-import { connect, type Socket } from 'node:net'
+import { connect } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DashboardClient, seqProblems } from '../helpers/dashboard.js'
 import { startInProcessRelay, type InProcessRelay } from '../helpers/inProcessRelay.js'
 import { postEvents } from '../helpers/relayProcess.js'
+import { StalledDashboard } from '../helpers/stalledDashboard.js'
 import { waitFor } from '../helpers/wait.js'
-
-/** A dashboard that completes the WebSocket handshake and then never reads a byte. */
-async function stalledClient(port: number): Promise<Socket> {
-  const socket = connect(port, '127.0.0.1')
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve)
-    socket.once('error', reject)
-  })
-  socket.on('error', () => {})
-  socket.write(
-    `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-  )
-  await new Promise<void>((resolve) => socket.once('data', () => resolve()))
-  socket.pause()
-  return socket
-}
 
 async function metric(url: string, pattern: RegExp): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text()
@@ -37,11 +21,18 @@ describe('WebSocket fan-out', () => {
     await r.stop()
   })
 
-  it('a stalled client is closed at its bound while 20,000 events reach every other client', async () => {
+  it('a client that does not read is closed with 1013 at its bound while 20,000 events reach every other client', async () => {
+    const bound = 262144
     const others = [new DashboardClient(r.url), new DashboardClient(r.url), new DashboardClient(r.url)]
     await Promise.all(others.map((c) => c.opened))
-    const stalled = await stalledClient(r.relay.port)
+    const stalled = await StalledDashboard.open(r.relay.port)
     await waitFor(() => r.relay.hub.clientCount === 4, 'four clients attached')
+    const droppedBefore = await metric(r.url, /relay_ws_clients_dropped_total\{reason="slow"\} (\d+)/)
+    // As soon as the relay gives up on the client, read what it was sent: its last frame must be
+    // a close frame with 1013 (try again later), not just a connection that goes away.
+    const dropped = waitFor(() => r.logs.find((l) => l.msg === 'closing dashboard client' && l.reason === 'slow'), 'the relay to drop the stalled client', 60_000, 5)
+    const outcome = dropped.then(() => stalled.readAll())
+    outcome.catch(() => {})
     const padding = 'p'.repeat(1000) // ~20 MB in all: far past any socket buffer
     for (let sent = 0; sent < 20_000; sent += 500) {
       const batch = Array.from({ length: 500 }, (_, i) => ({ event_type: 'load', source: 'fanout-test', data: { i: sent + i, padding } }))
@@ -52,8 +43,16 @@ describe('WebSocket fan-out', () => {
     for (const c of others) {
       expect(c.events).toHaveLength(20_000)
       expect(seqProblems(c.events)).toEqual([])
+      expect(c.closeCode).toBeUndefined()
     }
-    expect(await metric(r.url, /relay_ws_clients_dropped_total\{reason="slow"\} (\d+)/)).toBe(1)
+    const drop = await dropped
+    // Dropped once its send queue passed the bound, not before.
+    expect(Number(drop.buffered)).toBeGreaterThan(bound)
+    const seen = await outcome
+    expect(seen.closeCode).toBe(1013)
+    expect(seen.textFrames).toBeGreaterThan(0) // the hello and the events it never read came first
+    expect(await metric(r.url, /relay_ws_clients_dropped_total\{reason="slow"\} (\d+)/)).toBe(droppedBefore + 1)
+    expect(r.logs.filter((l) => l.msg === 'closing dashboard client')).toHaveLength(1) // only the stalled one
     await waitFor(() => r.relay.hub.clientCount === 3, 'the stalled client to be gone')
     stalled.destroy()
     for (const c of others) c.close()

@@ -325,13 +325,19 @@ describePg('flag service on Postgres', () => {
         s.defer(() => direct.close())
         const behind = await FlagService.open({ redisUrl: `redis://127.0.0.1:${proxy.port}`, redisPrefix: prefix, env: {}, defaults: [demo], logger })
         s.defer(() => behind.close())
+        // Connected directly, it shows when a change has been delivered to every subscriber.
+        const witness = await FlagService.open({ redisUrl: REDIS_URL, redisPrefix: prefix, env: {}, defaults: [demo], logger })
+        s.defer(() => witness.close())
 
         proxy.setMode('cut')
         await direct.override('demo', stringFlag('while-cut'), 'direct') // published while `behind` cannot hear it
-        await new Promise((r) => setTimeout(r, 300))
-        expect(behind.evaluate('demo').value).toBe('builtin')
+        await waitFor(() => witness.evaluate('demo').value === 'while-cut', 'the override to reach a connected instance', 5_000)
+        // A later change, delivered too: the first one's window has passed for every subscriber.
+        await direct.override('demo', stringFlag('while-cut-2'), 'direct')
+        await waitFor(() => witness.evaluate('demo').value === 'while-cut-2', 'the second override to reach a connected instance', 5_000)
+        expect(behind.evaluate('demo')).toMatchObject({ value: 'builtin', tier: 'default' })
         proxy.setMode('pass')
-        await waitFor(() => behind.evaluate('demo').value === 'while-cut', 'the override to arrive after the reconnect', 10_000)
+        await waitFor(() => behind.evaluate('demo').value === 'while-cut-2', 'the override to arrive after the reconnect', 10_000)
         expect(behind.get('demo')?.tier).toBe('redis')
       } finally {
         await s.close()
@@ -424,13 +430,20 @@ describePg('flag service on Postgres', () => {
           retryMs: 100,
         })
         s.defer(() => behind.close())
+        // Listening directly, it shows when a change has been notified to every listener.
+        const witness = await FlagService.open({ store: pgFlagStore(db.url), env: {}, defaults: [demo], logger })
+        s.defer(() => witness.close())
 
         proxy.setMode('cut')
         await writer.put('demo', stringFlag('while-cut'), 'writer')
-        await new Promise((r) => setTimeout(r, 300))
-        expect(behind.evaluate('demo').value).toBe('builtin')
+        await waitFor(() => witness.evaluate('demo').value === 'while-cut', 'the change to reach a connected instance', 5_000)
+        // A later change, delivered too: the first one's window has passed for every listener.
+        await writer.put('demo', stringFlag('while-cut-2'), 'writer')
+        await waitFor(() => witness.evaluate('demo').value === 'while-cut-2', 'the second change to reach a connected instance', 5_000)
+        expect(behind.evaluate('demo')).toMatchObject({ value: 'builtin', tier: 'default' })
         proxy.setMode('pass')
-        await waitFor(() => behind.evaluate('demo').value === 'while-cut', 'the change to arrive after the reconnect', 10_000)
+        await waitFor(() => behind.evaluate('demo').value === 'while-cut-2', 'the change to arrive after the reconnect', 10_000)
+        expect(behind.get('demo')?.tier).toBe('database')
       } finally {
         await s.close()
       }

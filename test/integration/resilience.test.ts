@@ -24,6 +24,21 @@ const RELAY_ENV = {
   SHUTDOWN_TIMEOUT_MS: '3000',
 }
 
+const CALL_TIMEOUT_MS = Number(RELAY_ENV.STORE_STATEMENT_TIMEOUT_MS)
+const PROBE_INTERVAL_MS = Number(RELAY_ENV.STORE_PROBE_INTERVAL_MS)
+const BREAKER_OPEN_MS = Number(RELAY_ENV.BREAKER_OPEN_MS)
+/** The test's clock reading and the relay's log stamps are a few ms apart; a call just begun when the stall began. */
+const CLOCK_TOLERANCE_MS = 100
+/** How late a timer or a log line may be on these shared 2-core machines under 2,000 events/s. */
+const LATENESS_MS = 1000
+
+const logTime = (l: Record<string, unknown>): number => Date.parse(String(l.time))
+
+/** The relay's log lines with message `msg` stamped in [t0, t1), in order. */
+function logsBetween(relay: RelayProcess, msg: string, t0: number, t1: number): Array<Record<string, unknown>> {
+  return relay.logs.filter((l) => l.msg === msg && logTime(l) >= t0 && logTime(l) < t1)
+}
+
 async function adminGet(relay: RelayProcess, path: string): Promise<any> {
   const res = await fetch(`${relay.url}${path}`, { headers: admin })
   return res.json()
@@ -145,17 +160,57 @@ describePg('resilience against a real Postgres behind a fault proxy', () => {
     relay.kill('SIGTERM')
     expect((await relay.exited).code).toBe(0)
     await exactlyOnce(db.url, load.acked)
-    return { attempts, restoredAt, relay }
+    return { attempts, cutAt, restoredAt, relay }
   }
 
   it('Postgres cut for 30 s under 2,000 events/s: breaker opens, probes only, DLQ drains, every acked event stored once, dashboards served throughout', async () => {
-    const { relay } = await outage('cut')
-    expect(relay.logs.some((l) => l.msg === 'store circuit breaker opened')).toBe(true)
-    expect(relay.logs.some((l) => l.msg === 'batch moved to the dead-letter queue')).toBe(true)
+    const { relay, cutAt, restoredAt } = await outage('cut')
+    // A refused connection is an answer: the breaker opens without waiting for any time-out.
+    const lost = logsBetween(relay, 'store connection lost', cutAt, restoredAt)
+    expect(lost.length).toBeGreaterThan(0)
+    expect(lost[0]!.code).not.toBe('timeout')
+    const opened = logsBetween(relay, 'store circuit breaker opened', cutAt, restoredAt)
+    expect(opened.length).toBeGreaterThan(0)
+    expect(logTime(opened[0]!) - cutAt).toBeLessThan(CALL_TIMEOUT_MS)
+    expect(logsBetween(relay, 'batch moved to the dead-letter queue', cutAt, restoredAt).length).toBeGreaterThan(0)
   }, 180_000)
 
-  it('Postgres stalled for 30 s: calls time out, count as failures, the breaker opens; same result', async () => {
-    await outage('stall')
+  it('Postgres stalled for 30 s: calls time out after STORE_STATEMENT_TIMEOUT_MS, count as failures, the breaker opens and cools down for BREAKER_OPEN_MS; same result', async () => {
+    const { relay, cutAt, restoredAt } = await outage('stall')
+    // A stalled network never errors by itself: every failure is the relay's own time-out, and
+    // nothing fails before that time-out has run out.
+    const lost = logsBetween(relay, 'store connection lost', cutAt, restoredAt)
+    expect(lost.length).toBeGreaterThan(0)
+    expect(lost[0]!.code).toBe('timeout') // the liveness ping's
+    for (const l of lost) expect(l.message).toBe(`store call timed out after ${CALL_TIMEOUT_MS} ms`)
+    const firstLost = logTime(lost[0]!) - cutAt
+    expect(firstLost).toBeGreaterThanOrEqual(CALL_TIMEOUT_MS - CLOCK_TOLERANCE_MS)
+    // The first ping after the stall began (within one probe interval) timed out.
+    expect(firstLost).toBeLessThanOrEqual(CALL_TIMEOUT_MS + PROBE_INTERVAL_MS + LATENESS_MS)
+
+    const opened = logsBetween(relay, 'store circuit breaker opened', cutAt, restoredAt)
+    expect(opened.length).toBeGreaterThan(0)
+    expect(opened[0]).toMatchObject({ name: 'store', failureRate: expect.any(Number) })
+    const firstOpen = logTime(opened[0]!) - cutAt
+    expect(firstOpen).toBeGreaterThanOrEqual(CALL_TIMEOUT_MS - CLOCK_TOLERANCE_MS)
+    expect(firstOpen).toBeLessThanOrEqual(CALL_TIMEOUT_MS + PROBE_INTERVAL_MS + LATENESS_MS)
+
+    // Each half-open came one cool-down after the opening before it; the probes timed out and
+    // opened it again, so a 30 s stall shows several cycles of (cool-down + time-out).
+    const halfOpened = logsBetween(relay, 'store circuit breaker half-open: probing', cutAt, restoredAt)
+    expect(halfOpened.length).toBeGreaterThanOrEqual(2)
+    for (const h of halfOpened) {
+      const before = opened.filter((o) => logTime(o) <= logTime(h)).at(-1)
+      expect(before, `an opening before the half-open at ${String(h.time)}`).toBeDefined()
+      const coolDown = logTime(h) - logTime(before!)
+      expect(coolDown).toBeGreaterThanOrEqual(BREAKER_OPEN_MS - CLOCK_TOLERANCE_MS)
+      expect(coolDown).toBeLessThanOrEqual(BREAKER_OPEN_MS + LATENESS_MS)
+    }
+    const reopened = opened.filter((o) => logTime(o) > logTime(halfOpened[0]!))
+    expect(reopened.length).toBeGreaterThanOrEqual(1)
+    expect(opened.length).toBeLessThanOrEqual(Math.ceil((restoredAt - cutAt) / BREAKER_OPEN_MS) + 1)
+    // The breaker never closed while the store was stalled.
+    expect(logsBetween(relay, 'store circuit breaker closed', cutAt, restoredAt)).toEqual([])
   }, 180_000)
 
   it('SIGTERM while the store is down exits 0 within SHUTDOWN_TIMEOUT_MS; restart with the store up replays the DLQ; every acked event stored once', async () => {

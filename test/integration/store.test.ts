@@ -259,7 +259,7 @@ for (const backend of backends) {
       expect(await h.store.count()).toBe(before)
     })
 
-    it('serialises concurrent migrate() calls', async () => {
+    it('after it is migrated, concurrent migrate() calls apply nothing', async () => {
       const another = h.openAnother ? await h.openAnother() : h.store
       const results = await Promise.all([h.store.migrate(), another.migrate(), h.store.migrate()])
       expect(results.flat()).toEqual([])
@@ -287,6 +287,185 @@ for (const backend of backends) {
       await h.store.close()
       await h.store.close() // twice is fine
       expect((await rejection(h.store.ping())).code).toBe('unavailable')
+    })
+  })
+}
+
+/** Number of runners started at once on a brand-new database. */
+const RUNNERS = 4
+
+/**
+ * What the migrations leave in a database, as catalog rows: tables and columns, constraints,
+ * indexes, row level security, policies, triggers, functions, grants and the publication. Two
+ * databases with the same fingerprint hold the same schema.
+ */
+async function schemaFingerprint(query: Harness['query']): Promise<Record<string, unknown[]>> {
+  const schemas = "('public', 'monitoring_relay')"
+  return {
+    columns: await query(
+      `select table_schema, table_name, column_name, data_type, is_nullable, column_default from information_schema.columns
+       where table_schema in ${schemas} order by 1, 2, 3`,
+    ),
+    constraints: await query(
+      `select conrelid::regclass::text as rel, conname, pg_get_constraintdef(c.oid) as def from pg_constraint c
+       join pg_namespace n on n.oid = c.connamespace where n.nspname in ${schemas} order by 1, 2`,
+    ),
+    indexes: await query(`select schemaname, tablename, indexname, indexdef from pg_indexes where schemaname in ${schemas} order by 1, 2, 3`),
+    rowSecurity: await query(
+      `select n.nspname, c.relname, c.relrowsecurity from pg_class c join pg_namespace n on n.oid = c.relnamespace
+       where n.nspname in ${schemas} and c.relkind = 'r' order by 1, 2`,
+    ),
+    policies: await query(
+      `select schemaname, tablename, policyname, cmd, roles::text[] as roles, qual, with_check from pg_policies order by 1, 2, 3`,
+    ),
+    triggers: await query(`select tgrelid::regclass::text as rel, tgname from pg_trigger where not tgisinternal order by 1, 2`),
+    functions: await query(
+      `select n.nspname, p.proname, pg_get_function_identity_arguments(p.oid) as args from pg_proc p
+       join pg_namespace n on n.oid = p.pronamespace where n.nspname in ${schemas} order by 1, 2, 3`,
+    ),
+    grants: await query(
+      `select table_schema, table_name, grantee, privilege_type from information_schema.role_table_grants
+       where table_schema in ${schemas} and grantee in ('anon', 'authenticated', 'service_role') order by 1, 2, 3, 4`,
+    ),
+    publication: await query(`select pubname, schemaname, tablename from pg_publication_tables order by 1, 2, 3`),
+  }
+}
+
+/** A brand-new, never migrated database with `runners` Stores on it. */
+interface FreshDatabase {
+  runners: Store[]
+  query: Harness['query']
+  /**
+   * Holds the migration runners back until all of them are waiting on the database at once
+   * (Postgres only: PGlite runs one call at a time). Resolves with a `release()`.
+   */
+  gate?(): Promise<{ waiting(): Promise<number>; release(): Promise<void> }>
+  dispose(): Promise<void>
+}
+
+const freshBackends: Array<{ name: Backend['name']; describe: typeof describePg; open(runners: number): Promise<FreshDatabase> }> = [
+  {
+    name: 'pglite',
+    describe,
+    async open(runners) {
+      const dir = await mkdtemp(path.join(tmpdir(), 'relay-store-fresh-'))
+      const db = await PGlite.create(path.join(dir, 'pglite'))
+      return {
+        // Separate Stores sharing the one embedded database, as the relay's store and flag tier do.
+        runners: Array.from({ length: runners }, () => createPgliteStore(db)),
+        query: async <R,>(sql: string, params: unknown[] = []) => (await db.query<R>(sql, params)).rows,
+        async dispose() {
+          if (!db.closed) await db.close()
+          await rm(dir, { recursive: true, force: true })
+        },
+      }
+    },
+  },
+  {
+    name: 'postgres',
+    describe: describePg,
+    async open(runners) {
+      const db = await freshDatabase('store_fresh')
+      const tag = `migrate-${randomUUID().slice(0, 8)}`
+      const admin = new pg.Client(db.url)
+      await admin.connect()
+      const clients: pg.Client[] = [admin]
+      const stores = await Promise.all(
+        Array.from({ length: runners }, (_, i) => openPostgresStore(db.url, { applicationName: `${tag}-${i}`, poolSize: 2 })),
+      )
+      return {
+        runners: stores,
+        query: async <R,>(sql: string, params: unknown[] = []) => (await admin.query(sql, params)).rows as R[],
+        async gate() {
+          // Another session creates the runners' bookkeeping schema and does not commit: every runner
+          // must create that schema first, so each one ends up waiting on a lock (on that schema, or on
+          // the runner ahead of it) until the gate rolls back.
+          const holder = new pg.Client(db.url)
+          await holder.connect()
+          clients.push(holder)
+          await holder.query('begin')
+          await holder.query('create schema monitoring_relay')
+          return {
+            waiting: async () => {
+              const { rows } = await admin.query<{ n: number }>(
+                "select count(*)::int as n from pg_stat_activity where datname = current_database() and application_name like $1 and wait_event_type = 'Lock'",
+                [`${tag}-%`],
+              )
+              return rows[0]!.n
+            },
+            release: async () => void (await holder.query('rollback')),
+          }
+        },
+        async dispose() {
+          await Promise.all(stores.map((s) => s.close()))
+          await Promise.all(clients.map((c) => c.end().catch(() => undefined)))
+          await db.drop()
+        },
+      }
+    },
+  },
+]
+
+for (const backend of freshBackends) {
+  backend.describe(`concurrent migrate() on a brand-new ${backend.name} database`, () => {
+    let reference: Record<string, unknown[]>
+
+    beforeAll(async () => {
+      // The oracle: the same migrations applied by one runner alone, on another new database.
+      const alone = await backend.open(1)
+      try {
+        expect(await alone.runners[0]!.migrate()).toEqual(VERSIONS)
+        reference = await schemaFingerprint(alone.query)
+      } finally {
+        await alone.dispose()
+      }
+    })
+
+    it(`${RUNNERS} runners at once: all succeed, each migration runs and is recorded exactly once, the schema is complete`, async () => {
+      const fresh = await backend.open(RUNNERS)
+      try {
+        const before = await fresh.query<{ exists: boolean }>("select to_regclass('public.monitoring_events') is not null as exists")
+        expect(before).toEqual([{ exists: false }])
+        const gate = fresh.gate ? await fresh.gate() : undefined
+        const started = fresh.runners.map((s) =>
+          s.migrate().then(
+            (applied) => ({ ok: true as const, applied }),
+            (err: unknown) => ({ ok: false as const, err: String(err) }),
+          ),
+        )
+        if (gate) {
+          // Every runner is in flight against the new database at the same moment.
+          await waitFor(async () => (await gate.waiting()) === RUNNERS, 10_000).catch(async (err: Error) => {
+            throw new Error(`${err.message}: ${await gate.waiting()} of ${RUNNERS} runners waiting`)
+          })
+          await gate.release()
+        }
+        const outcomes = await Promise.all(started)
+        expect(outcomes.filter((o) => !o.ok)).toEqual([])
+        const applied = outcomes.flatMap((o) => (o.ok ? o.applied : []))
+        // Whichever runner applied a migration, no migration was applied by two.
+        expect([...applied].sort()).toEqual(VERSIONS)
+
+        const recorded = await fresh.query<{ version: string; name: string; n: number }>(
+          'select version, min(name) as name, count(*)::int as n from monitoring_relay.schema_migrations group by version order by version',
+        )
+        expect(recorded).toEqual(MIGRATION_FILES.map((name) => ({ version: name.split('_')[0], name, n: 1 })))
+
+        const fingerprint = await schemaFingerprint(fresh.query)
+        const tables = new Set(fingerprint.columns!.map((c) => `${(c as { table_schema: string }).table_schema}.${(c as { table_name: string }).table_name}`))
+        for (const table of ['public.monitoring_events', 'public.feature_flags', 'public.consistency_reports', 'monitoring_relay.rollout_state', 'monitoring_relay.schema_migrations']) {
+          expect(tables).toContain(table)
+        }
+        expect(fingerprint).toEqual(reference)
+        // The schema works: an event goes in and comes back.
+        const e = event()
+        expect(await fresh.runners[0]!.insertEvents([e])).toBe(1)
+        expect(await fresh.runners.at(-1)!.readSince(e.seq - 1, 1)).toEqual([e])
+        // And nothing is left to apply, for any runner.
+        expect((await Promise.all(fresh.runners.map((s) => s.migrate()))).flat()).toEqual([])
+      } finally {
+        await fresh.dispose()
+      }
     })
   })
 }

@@ -115,10 +115,7 @@ export async function openRuntime(o: RuntimeOptions): Promise<Runtime> {
 
   const realtime = realtimeOn(config) ? openRealtime(o, life) : undefined
   const migration = realtime && rolloutOn(config) ? new MigrationControl({ config, logger, metrics, hub, realtimeSink: realtime.sink, transport: realtime.transport, store, system, breakerId: ids.realtimeBreaker }, o.rolloutInput) : undefined
-  if (migration) {
-    await migration.restore()
-    life.use('migration control', migration, (m) => m.stop())
-  }
+  await migration?.restore()
 
   const ingest = new Ingest({
     log: wal,
@@ -147,6 +144,8 @@ export async function openRuntime(o: RuntimeOptions): Promise<Runtime> {
   await listen(server, config)
   life.use('HTTP server', server, (s) => new Promise<void>((resolve) => (s.close(() => resolve()), s.closeAllConnections())))
   life.use('WebSocket dashboards', hub, (h) => h.closeAll())
+  // Closed first: its /ws shadow is a client of this server.
+  if (migration) life.use('migration control', migration, (m) => m.stop())
   const port = (server.address() as { port: number }).port
   logger.info({ host: config.host, port, url: `http://${config.host}:${port}` }, 'listening')
   migration?.startValidator(port).catch((err: Error) => logger.error({ err: err.message }, 'consistency validator could not start; rollout gates will read missing data'))

@@ -1,621 +1,704 @@
 import { describe, expect, it } from 'vitest'
-import {
-  createActor,
-  fromCallback,
-  fromPromise,
-  SimulatedClock,
-  type AnyActorRef,
-  type AnyEventObject,
-  type AnyMachineSnapshot,
-  type AnyStateMachine,
-} from 'xstate'
-import { getSimplePaths, type StatePath } from 'xstate/graph'
+import { createActor, fromCallback, fromPromise, setup, SimulatedClock, type AnyEventObject, type EventObject } from 'xstate'
 import {
   batchFlusherMachine,
   defaultFlusherProfiles,
   defaultRateThresholds,
   type BatchFlusherInput,
-  type DeadLetterInput,
-  type DeadLetterOutput,
   type FlushBatchInput,
   type FlushBatchOutput,
 } from '../../machines/batchFlusher.js'
 import { connectionMachine, type ProbeInput } from '../../machines/connection.js'
-import {
-  realtimeHealthOf,
-  supervisorMachine,
-  type RealtimeHealth,
-  type SupervisorContext,
-  type SupervisorEvent,
-  type SupervisorInput,
-} from '../../machines/supervisor.js'
+import { dependencyMachine, type DependencyInput } from '../../machines/dependency.js'
+import { rolloutControllerMachine, type ApplyPercentInput, type ApplyPercentOutput, type RolloutInput } from '../../machines/rolloutController.js'
+import { realtimeHealthOf, supervisorMachine, type Dependency, type SupervisorInput } from '../../machines/supervisor.js'
 import { MachineCoverage } from '../helpers/coverage.js'
+import { advanceExactly, checkAgainstModel, heldPromise, modelEdges, settle, type Driver, type ReferenceModel } from '../helpers/machines.js'
+import { inspectAll, SendLog, type Sent } from '../helpers/machineSystem.js'
 
 const coverage = new MachineCoverage(supervisorMachine)
-const settle = () => new Promise<void>((resolve) => setImmediate(resolve))
 
-const flusherInput = (name: string): BatchFlusherInput => ({
-  name,
-  profiles: defaultFlusherProfiles,
-  rate: defaultRateThresholds,
-  retry: { baseMs: 100, maxMs: 5000 },
+const flusherInput = (name: string): BatchFlusherInput => ({ name, profiles: defaultFlusherProfiles, rate: defaultRateThresholds, retry: { baseMs: 100, maxMs: 5_000 } })
+const dependencyInput = (dependency: Dependency): DependencyInput => ({
+  dependency,
+  id: `${dependency}Dependency`,
+  reportTo: 'supervisor',
+  // Long probe and retry periods: no child timer fires while a test moves the clock through the shutdown timeouts.
+  connection: { id: `${dependency}Connection`, input: { name: dependency, backoff: { baseMs: 250, capMs: 30_000 }, probeIntervalMs: 3_600_000, random: () => 0.5 } },
+  breaker: { id: `${dependency}Breaker`, input: { name: dependency, minimumNumberOfCalls: 2, slidingWindowSize: 2, openDurationMs: 3_600_000, halfOpenProbes: 2 } },
+  ...(dependency === 'store' ? { replayer: { id: 'storeReplayer', input: { name: 'storeReplayer', sink: 'store', pollIntervalMs: 3_600_000 } } } : {}),
+  flushers: [`${dependency}Flusher`],
 })
-// Long poll/probe intervals: no child timer fires while the test moves the clock through the shutdown timeouts.
+const rolloutInput: RolloutInput = { soakMs: 600_000, gates: { minConsistencyPct: 99.9, maxErrorRatePct: 0.1, maxP99LatencyMs: 100, minSamples: 10 } }
+const at = 42
 const input: SupervisorInput = {
-  shutdownTimeoutMs: 5000,
-  dlqFlushTimeoutMs: 3000,
+  shutdownTimeoutMs: 5_000,
+  dlqFlushTimeoutMs: 3_000,
   flushers: [
     { id: 'storeFlusher', input: flusherInput('store') },
     { id: 'realtimeFlusher', input: flusherInput('realtime') },
   ],
   children: [
-    { id: 'storeConnection', src: 'connection', input: { name: 'store', backoff: { baseMs: 250, capMs: 30_000 }, probeIntervalMs: 3_600_000 } },
-    { id: 'storeBreaker', src: 'circuitBreaker', input: { name: 'store' } },
-    { id: 'storeReplayer', src: 'dlqReplayer', input: { name: 'storeReplayer', sink: 'store', pollIntervalMs: 3_600_000 } },
+    { id: 'storeDependency', src: 'dependency', input: dependencyInput('store') },
+    { id: 'realtimeDependency', src: 'dependency', input: dependencyInput('realtime') },
+    { id: 'rollout', src: 'rolloutController', input: rolloutInput },
   ],
+  now: () => at,
 }
-const flusherNamed = (id: string) => input.flushers.find((f) => f.id === id)!.input.name
+const flusherIds = input.flushers.map((f) => f.id)
+const dependencyIds = ['storeDependency', 'realtimeDependency']
+const childIds = [...dependencyIds, 'rollout', ...flusherIds]
 
-/**
- * The connection machine with a connect that succeeds at once, a disconnect that logs, and a
- * liveness probe the test can crash (its receiver throws), which fails the connection actor.
- */
-function testConnection(log: string[]) {
-  const probes = new Map<string, AnyActorRef>()
-  const machine = connectionMachine.provide({
-    actors: {
-      connect: fromPromise<unknown, { name: string }>(async () => undefined),
-      disconnect: fromPromise<void, { name: string }>(async ({ input }) => void log.push(`disconnect:${input.name}`)),
-      probe: fromCallback<AnyEventObject, ProbeInput>(({ self, receive, input }) => {
-        receive((event) => {
-          if (event.type === 'crash') throw new Error('probe crashed')
-        })
-        probes.set(input.name, self)
-        return () => probes.delete(input.name)
-      }),
-    },
-  })
-  const crash = (name: string) => probes.get(name)!.send({ type: 'crash' })
-  return { machine, crash }
+// ---------------------------------------------------------------------------------------------
+// The reference model: what the supervisor should do, written from the design (ARCHITECTURE.md,
+// the machine's doc comments), not from its definition.
+
+type Phase = 'starting' | 'running' | 'stoppingIngest' | 'drainingFlushers' | 'flushingDlq' | 'closingTransports' | 'stopped' | 'failed'
+type RealtimeRegion = 'disabled' | 'steady' | 'recovering' | 'failedOver'
+
+interface Sup {
+  realtimeEnabled: boolean
+  phase: Phase
+  store: 'healthy' | 'degraded'
+  realtime: RealtimeRegion
+  degraded: Partial<Record<Dependency, string>>
+  /** The reason an announceFailover call in flight was given; null when none is. */
+  failoverInFlight: string | null
+  spawned: boolean
+  drained: string[]
+  crashed: string[]
+  /** Children that completed without being flushers (they are not drained). */
+  completed: string[]
+  shutdownIncomplete: boolean
+  shutdownErrors: string[]
+  failoverAnnounceError: string | null
+  recoveryAnnounceError: string | null
+  error: string | null
+  /** What the supervisor sends during this step, in order. */
+  sent: Sent[]
 }
 
-/** Provides every actor the supervisor names; each promise call waits for the test to settle it. */
-function harness() {
-  type Call<O> = { src: string; input: unknown; signal: AbortSignal; settled: boolean; resolve: (o: O) => void; reject: (e: Error) => void }
-  const calls: Array<Call<unknown>> = []
-  const log: string[] = []
-  const health = { running: 0, started: 0 }
-  const controlled = <O, I = unknown>(src: string) =>
-    fromPromise<O, I>(
-      ({ input, signal }) =>
-        new Promise<O>((resolve, reject) => {
-          const call: Call<O> = {
-            src,
-            input,
-            signal,
-            settled: false,
-            resolve: (o) => ((call.settled = true), resolve(o)),
-            reject: (e) => ((call.settled = true), reject(e)),
-          }
-          calls.push(call as Call<unknown>)
-        }),
-    )
-  const live = (src: string, match: (input: unknown) => boolean = () => true) =>
-    calls.filter((c) => c.src === src && !c.settled && !c.signal.aborted && match(c.input))
-  const connection = testConnection(log)
-  const machine = supervisorMachine.provide({
-    actors: {
-      startRelay: controlled<void>('startRelay'),
-      stopIngest: controlled<void>('stopIngest'),
-      flushDlq: controlled<void>('flushDlq'),
-      closeTransports: controlled<void>('closeTransports'),
-      announceFailover: controlled<void, { reason: string }>('announceFailover'),
-      announceRecovery: controlled<void, {}>('announceRecovery'),
-      healthReporter: fromCallback(() => {
-        health.running++
-        health.started++
-        return () => void health.running--
-      }),
-      batchFlusher: batchFlusherMachine.provide({
-        actors: {
-          flushBatch: controlled<FlushBatchOutput, FlushBatchInput>('flushBatch'),
-          deadLetter: controlled<DeadLetterOutput, DeadLetterInput>('deadLetter'),
-        },
-      }),
-      connection: connection.machine,
-    },
-  })
-  const reset = () => {
-    calls.length = log.length = 0
-    health.running = health.started = 0
+type Command =
+  | { type: 'startRelay' | 'stopIngest' | 'flushDlq' | 'closeTransports' | 'announceFailover' | 'announceRecovery'; ok: boolean }
+  | { type: 'shutdown' }
+  | { type: 'degraded'; dependency: Dependency; reason: string }
+  | { type: 'healthy'; dependency: Dependency }
+  | { type: 'flusherDone'; id: string }
+  | { type: 'childCompletes'; id: string }
+  | { type: 'crash'; id: string }
+  | { type: 'shutdownTimeout' }
+  | { type: 'dlqTimeout' }
+
+const failure = (src: string) => `${src} failed`
+const crashMessage = 'boom'
+const shuttingDown: Phase[] = ['stoppingIngest', 'drainingFlushers', 'flushingDlq', 'closingTransports']
+
+function supervisorModel(realtimeEnabled: boolean): ReferenceModel<Sup, Command> {
+  const initial: Sup = {
+    realtimeEnabled,
+    phase: 'starting',
+    store: 'healthy',
+    realtime: realtimeEnabled ? 'steady' : 'disabled',
+    degraded: {},
+    failoverInFlight: null,
+    spawned: false,
+    drained: [],
+    crashed: [],
+    completed: [],
+    shutdownIncomplete: false,
+    shutdownErrors: [],
+    failoverAnnounceError: null,
+    recoveryAnnounceError: null,
+    error: null,
+    sent: [],
   }
-  return { machine, calls, live, log, health, crash: connection.crash, reset }
+  const settled = (s: Sup) => flusherIds.every((id) => s.drained.includes(id) || s.crashed.includes(id))
+  const closing = (s: Sup): Sup => ({
+    ...s,
+    phase: 'closingTransports',
+    // Every dependency that runs closes its connection; a crashed one is left alone.
+    sent: [...s.sent, ...(s.spawned ? dependencyIds.filter((id) => !s.crashed.includes(id)).map((id) => ({ to: id, event: { type: 'stop' } })) : [])],
+  })
+  const flushingDlq = (s: Sup): Sup => ({ ...s, phase: 'flushingDlq' })
+  // Nothing drains before the flushers have all completed (or crashed).
+  const afterDrainStep = (s: Sup): Sup => (s.phase === 'drainingFlushers' && settled(s) ? flushingDlq(s) : s)
+  const draining = (s: Sup): Sup =>
+    afterDrainStep({ ...s, phase: 'drainingFlushers', sent: [...s.sent, ...flusherIds.filter((id) => !s.crashed.includes(id)).map((id) => ({ to: id, event: { type: 'drain' } }))] })
+  const shutdown = (s: Sup): Sup => ({ ...s, phase: 'stoppingIngest', failoverInFlight: null })
+  const failover = (s: Sup, reason: string): Sup => ({
+    ...s,
+    realtime: 'failedOver',
+    degraded: { ...s.degraded, realtime: reason },
+    failoverAnnounceError: null,
+    failoverInFlight: reason,
+    sent: [...s.sent, { to: 'rollout', event: { type: 'breaker.opened', at } }],
+  })
+  const without = (d: Partial<Record<Dependency, string>>, k: Dependency) => Object.fromEntries(Object.entries(d).filter(([key]) => key !== k))
+
+  const step = (state: Sup, c: Command): Sup => {
+    const s: Sup = { ...state, sent: [] }
+    if (shuttingDown.includes(s.phase)) {
+      if (c.type === 'crash') return afterDrainStep({ ...s, crashed: [...s.crashed, c.id], shutdownErrors: [...s.shutdownErrors, `${c.id}: ${crashMessage}`] })
+      const failed = (src: string, ok: boolean) => (ok ? s : { ...s, shutdownErrors: [...s.shutdownErrors, failure(src)] })
+      switch (`${s.phase} ${c.type}`) {
+        case 'stoppingIngest stopIngest':
+          return draining(failed('stopIngest', (c as { ok: boolean }).ok))
+        case 'drainingFlushers flusherDone':
+          return afterDrainStep({ ...s, drained: [...s.drained, (c as { id: string }).id] })
+        case 'drainingFlushers childCompletes':
+          return { ...s, completed: [...s.completed, (c as { id: string }).id] }
+        case 'drainingFlushers shutdownTimeout':
+          return flushingDlq({ ...s, shutdownIncomplete: true })
+        case 'flushingDlq flushDlq':
+          return closing(failed('flushDlq', (c as { ok: boolean }).ok))
+        case 'flushingDlq dlqTimeout':
+          return closing({ ...s, shutdownIncomplete: true })
+        case 'closingTransports closeTransports':
+          return { ...failed('closeTransports', (c as { ok: boolean }).ok), phase: 'stopped' }
+      }
+      return s // a second shutdown, a health report: ignored
+    }
+    if (s.phase === 'starting') {
+      if (c.type === 'startRelay') return c.ok ? { ...s, phase: 'running', spawned: true } : { ...s, phase: 'failed', error: failure('startRelay') }
+      // Nothing was accepted yet: only the transports need closing.
+      if (c.type === 'shutdown') return closing(s)
+      return s
+    }
+    if (s.phase !== 'running') return s
+    switch (c.type) {
+      case 'shutdown':
+        return shutdown(s)
+      case 'crash':
+        return shutdown({ ...s, crashed: [c.id], error: `${c.id}: ${crashMessage}` })
+      case 'degraded':
+        if (c.dependency === 'store') return { ...s, store: 'degraded', degraded: { ...s.degraded, store: c.reason } }
+        if (s.realtime === 'disabled') return s
+        // A new reason replaces the old one; dashboards were told already, the rollout too.
+        if (s.realtime === 'failedOver') return { ...s, degraded: { ...s.degraded, realtime: c.reason } }
+        return failover(s, c.reason)
+      case 'healthy':
+        if (c.dependency === 'store') return s.store === 'degraded' ? { ...s, store: 'healthy', degraded: without(s.degraded, 'store') } : s
+        if (s.realtime !== 'failedOver') return s
+        return { ...s, realtime: 'recovering', degraded: without(s.degraded, 'realtime'), recoveryAnnounceError: null, failoverInFlight: null }
+      case 'announceFailover':
+        return { ...s, failoverInFlight: null, failoverAnnounceError: c.ok ? s.failoverAnnounceError : failure('announceFailover') }
+      case 'announceRecovery':
+        return { ...s, realtime: 'steady', recoveryAnnounceError: c.ok ? s.recoveryAnnounceError : failure('announceRecovery') }
+    }
+    return s
+  }
+
+  /** The commands the test can carry out in a state (each has something to act on there). */
+  const events = (s: Sup): Command[] => {
+    const settles = (type: 'startRelay' | 'stopIngest' | 'flushDlq' | 'closeTransports' | 'announceFailover' | 'announceRecovery'): Command[] => [
+      { type, ok: true },
+      { type, ok: false },
+    ]
+    const alive = childIds.filter((id) => s.spawned && !s.crashed.includes(id) && !s.drained.includes(id) && !s.completed.includes(id))
+    // Two crashes at most, of a flusher (either), the store's dependency or the rollout: the others only repeat them.
+    const crashes = s.crashed.length < 2 ? alive.filter((id) => id !== 'realtimeDependency').map((id): Command => ({ type: 'crash', id })) : []
+    switch (s.phase) {
+      case 'starting':
+        return [...settles('startRelay'), { type: 'shutdown' }]
+      case 'running': {
+        // Health reports only from a clean start, so the shutdown variants below are not multiplied by every health history.
+        const health: Command[] = [
+          { type: 'degraded', dependency: 'store', reason: 'breakerOpen' },
+          { type: 'degraded', dependency: 'store', reason: 'connectionLost' },
+          { type: 'healthy', dependency: 'store' },
+          { type: 'degraded', dependency: 'realtime', reason: 'channelClosed' },
+          { type: 'degraded', dependency: 'realtime', reason: 'breakerOpen' },
+          { type: 'healthy', dependency: 'realtime' },
+        ]
+        const calm = s.store === 'healthy' && s.realtime !== 'failedOver' && s.realtime !== 'recovering'
+        return [
+          ...health,
+          ...(s.failoverInFlight !== null ? settles('announceFailover') : []),
+          ...(s.realtime === 'recovering' ? settles('announceRecovery') : []),
+          { type: 'shutdown' },
+          ...(calm && s.failoverAnnounceError === null && s.recoveryAnnounceError === null ? crashes : []),
+        ]
+      }
+      case 'stoppingIngest':
+        return [...settles('stopIngest'), { type: 'shutdown' }, ...crashes]
+      case 'drainingFlushers':
+        return [
+          ...alive.filter((id) => flusherIds.includes(id)).map((id): Command => ({ type: 'flusherDone', id })),
+          ...(alive.includes('rollout') ? [{ type: 'childCompletes', id: 'rollout' } as const] : []),
+          { type: 'shutdownTimeout' },
+          { type: 'shutdown' },
+          ...crashes,
+        ]
+      case 'flushingDlq':
+        return [...settles('flushDlq'), { type: 'dlqTimeout' }, ...crashes]
+      case 'closingTransports':
+        return [...settles('closeTransports'), ...crashes]
+      default:
+        return []
+    }
+  }
+  // Once shutting down, health and announcement records, the shutdown's errors and whether it was
+  // complete are only carried to the output: states differing in them alone behave alike.
+  const key = ({ sent: _, ...s }: Sup) =>
+    shuttingDown.includes(s.phase) || s.phase === 'stopped'
+      ? JSON.stringify([s.phase, s.spawned, [...s.drained].sort(), [...s.crashed].sort(), s.completed, s.error === null])
+      : JSON.stringify(s)
+  return { initial, step, events, key }
+}
+
+/** The observable value of a model state, as the statechart names it. */
+function valueOf(s: Sup): unknown {
+  if (s.phase === 'running') {
+    const realtime = s.realtime === 'steady' || s.realtime === 'recovering' ? { healthy: s.realtime } : s.realtime
+    return { running: { store: s.store, realtime } }
+  }
+  return shuttingDown.includes(s.phase) ? { shuttingDown: s.phase } : s.phase
+}
+
+/** The calls the supervisor has in flight in a model state. */
+function callsOf(s: Sup): string[] {
+  const calls: string[] = []
+  if (s.phase === 'starting') calls.push('startRelay(undefined)')
+  if (s.phase === 'running' && s.failoverInFlight !== null) calls.push(`announceFailover(${JSON.stringify({ reason: s.failoverInFlight })})`)
+  if (s.phase === 'running' && s.realtime === 'recovering') calls.push('announceRecovery({})')
+  if (s.phase === 'stoppingIngest') calls.push('stopIngest(undefined)')
+  if (s.phase === 'flushingDlq') calls.push('flushDlq(undefined)')
+  if (s.phase === 'closingTransports') calls.push('closeTransports(undefined)')
+  return calls.sort()
+}
+
+/** The ids of the actors the supervisor has invoked in a model state. */
+function invokedIn(s: Sup): string[] {
+  const ids: Record<Phase, string[]> = {
+    starting: ['startRelay'],
+    // A settled announcement stays invoked until failedOver is left.
+    running: ['healthReporter', ...(s.realtime === 'failedOver' ? ['announceFailover'] : []), ...(s.realtime === 'recovering' ? ['announceRecovery'] : [])],
+    stoppingIngest: ['stopIngest'],
+    drainingFlushers: [],
+    flushingDlq: ['flushDlq'],
+    closingTransports: ['closeTransports'],
+    stopped: [],
+    failed: [],
+  }
+  return ids[s.phase]
 }
 
 // ---------------------------------------------------------------------------------------------
-// Model-based: every simple path of the statechart, replayed against the real actor.
+// The real supervisor, with its I/O held by the test and stand-in children it can complete or crash.
 
-const invoked = ['startRelay', 'stopIngest', 'flushDlq', 'closeTransports', 'announceFailover', 'announceRecovery'] as const
-const timeouts: Record<string, number> = {
-  'xstate.after.shutdownTimeout.supervisor.shuttingDown.drainingFlushers': input.shutdownTimeoutMs,
-  'xstate.after.dlqFlushTimeout.supervisor.shuttingDown.flushingDlq': input.dlqFlushTimeoutMs!,
-}
-const crashing = 'storeConnection'
-const crashEvent = { type: `xstate.error.actor.${crashing}`, actorId: crashing, error: new Error('probe crashed') }
-
-/**
- * Three models share the shutdown: the store's health reports (Realtime disabled), Realtime's
- * health reports and announcements, and a crashing child (Realtime enabled). They do not
- * interact (each region ignores the other's reports, which replay() checks at every step; a crash
- * leaves running whatever the health), and together they keep the simple paths few enough to
- * replay every one.
- */
-type Model = 'health' | 'realtime' | 'crash'
-
-// The realtime model takes only the orderly shutdown: its variants are the other models'.
-const everyShutdown = (model: Model, s: AnyMachineSnapshot) => model !== 'realtime' || !s.matches('shuttingDown')
-
-const modelEvents = (model: Model) => (s: AnyMachineSnapshot): AnyEventObject[] => [
-  { type: 'shutdown' },
-  // Events that leave the state as it is (another dependency's, a new reason) are checked in replay().
-  ...(model === 'health' || model === 'realtime'
-    ? [
-        { type: 'dependency.degraded', dependency: model, reason: 'breakerOpen' },
-        { type: 'dependency.healthy', dependency: model },
-      ]
-    : []),
-  ...invoked
-    .filter((id) => s.children[id])
-    .flatMap((id) => [{ type: `xstate.done.actor.${id}` }, ...(everyShutdown(model, s) ? [{ type: `xstate.error.actor.${id}`, error: new Error(`${id} failed`) }] : [])]),
-  // A flusher can only complete once it has been told to drain.
-  ...(s.matches('shuttingDown')
-    ? input.flushers.filter((f) => s.children[f.id]).map((f) => ({ type: `xstate.done.actor.${f.id}`, actorId: f.id, output: { name: f.input.name, flushedTotal: 1 } }))
-    : []),
-  // The connection can crash once (its probe runs while connected), until it is told to stop.
-  ...(model === 'crash' && s.children[crashing] && !s.context.crashed.includes(crashing) && !s.matches({ shuttingDown: 'closingTransports' })
-    ? [crashEvent]
-    : []),
-  ...(everyShutdown(model, s) ? Object.keys(timeouts).map((type) => ({ type })) : []),
-]
-
-const simplePaths = (model: Model) =>
-  getSimplePaths(supervisorMachine as AnyStateMachine, {
-    input: { ...input, realtime: model !== 'health' },
-    events: modelEvents(model),
-    stopWhen: (s) => s.status !== 'active',
-    // The specs and timeouts never change: leaving them out keeps the (often repeated) serialisation cheap.
-    serializeState: (s) => {
-      const { shutdownTimeoutMs, dlqFlushTimeoutMs, flushers, children, ...changing } = s.context as SupervisorContext
-      return JSON.stringify([s.value, s.status, changing])
+/** A stand-in child: completes on `test.complete` (as a drained flusher does) and crashes on `test.crash`. */
+const standIn = setup({ types: { events: {} as AnyEventObject, input: {} as { name?: string } } }).createMachine({
+  id: 'standIn',
+  context: ({ input }) => ({ name: input?.name ?? '' }),
+  output: ({ context }) => ({ name: context.name, flushedTotal: 1 }),
+  initial: 'live',
+  states: {
+    live: {
+      on: {
+        'test.complete': 'done',
+        'test.crash': {
+          actions: () => {
+            throw new Error(crashMessage)
+          },
+        },
+      },
     },
+    done: { type: 'final' },
+  },
+})
+
+const invokedSrcs = ['startRelay', 'stopIngest', 'flushDlq', 'closeTransports', 'announceFailover', 'announceRecovery'] as const
+type InvokedSrc = (typeof invokedSrcs)[number]
+
+function standInSupervisor() {
+  const held = Object.fromEntries(invokedSrcs.map((src) => [src, heldPromise<void, unknown>()])) as Record<InvokedSrc, ReturnType<typeof heldPromise<void, unknown>>>
+  const health = { running: 0 }
+  const backlog = { reports: 0 }
+  const machine = supervisorMachine.provide({
+    actors: {
+      startRelay: held.startRelay.logic,
+      stopIngest: held.stopIngest.logic,
+      flushDlq: held.flushDlq.logic,
+      closeTransports: held.closeTransports.logic,
+      announceFailover: held.announceFailover.logic as never,
+      announceRecovery: held.announceRecovery.logic as never,
+      healthReporter: fromCallback(() => {
+        health.running++
+        return () => void health.running--
+      }),
+      batchFlusher: standIn as unknown as typeof batchFlusherMachine,
+      dependency: standIn as unknown as typeof dependencyMachine,
+      rolloutController: standIn as unknown as typeof rolloutControllerMachine,
+    },
+    actions: { reportBacklog: () => void backlog.reports++ },
   })
-const paths = (['health', 'realtime', 'crash'] as const).flatMap((model) => dedupe(simplePaths(model)))
-
-/** Keeps only paths that are not a prefix of a longer one: replaying the longer one checks every step of both. */
-function dedupe<T extends StatePath<AnyMachineSnapshot, AnyEventObject>>(all: T[]): T[] {
-  const key = (p: T) => p.steps.map((s) => JSON.stringify(s.event)).join('\n') + '\n'
-  const kept: string[] = []
-  const out: T[] = []
-  for (const p of [...all].sort((a, b) => b.steps.length - a.steps.length)) {
-    const k = key(p)
-    if (kept.some((longer) => longer.startsWith(k))) continue
-    kept.push(k)
-    out.push(p)
+  /** The calls in flight as `src(input)`, sorted. */
+  const live = () => invokedSrcs.flatMap((src) => held[src].live().map((c) => `${src}(${JSON.stringify(c.input)})`)).sort()
+  const reset = () => {
+    for (const src of invokedSrcs) held[src].calls.length = 0
+    backlog.reports = 0
   }
-  return out
+  return { machine, held, live, health, backlog, reset }
 }
-const h = harness()
 
-async function replay(path: StatePath<AnyMachineSnapshot, AnyEventObject>): Promise<void> {
-  h.reset()
-  const clock = new SimulatedClock()
-  const { realtime } = path.state.context as SupervisorContext
-  const actor = createActor(h.machine, { systemId: 'supervisor', input: { ...input, realtime }, clock, inspect: coverage.inspect }).start()
-  let connected = false
-  for (const [i, { event, state }] of path.steps.entries()) {
-    const where = `step ${i}: ${JSON.stringify(event)}`
-    const [, src] = /^xstate\.(?:done|error)\.actor\.(.+)$/.exec(event.type) ?? []
-    if (event.type === 'shutdown' || event.type.startsWith('dependency.')) actor.send(event as Parameters<typeof actor.send>[0])
-    else if (event.type in timeouts) clock.increment(timeouts[event.type]!)
-    else if (src === crashing) h.crash('store')
-    else if (src && input.flushers.some((f) => f.id === src)) {
-      // Complete that flusher's drain: its one in-flight flush writes the one pending event.
-      const [flush, ...extra] = h.live('flushBatch', (i) => (i as FlushBatchInput).name === flusherNamed(src))
-      expect(extra, where).toHaveLength(0)
-      expect(flush!.input, where).toMatchObject({ draining: true })
-      flush!.resolve({ flushed: 1 })
-    } else if (src) {
-      const [call, ...extra] = h.live(src)
-      expect(extra, where).toHaveLength(0)
-      if (event.type.startsWith('xstate.done')) call!.resolve(undefined)
-      else call!.reject(new Error(`${src} failed`))
-    }
-    await settle()
-    // Entering running: give each flusher something to drain, so it completes only when told; connect the connection.
-    if (src === 'startRelay' && event.type.startsWith('xstate.done')) {
-      for (const f of input.flushers) actor.system.get(f.id)!.send({ type: 'events.added', count: 1 })
-      actor.system.get(crashing)!.send({ type: 'connect' })
+const h = standInSupervisor()
+
+function supervisorDriver(realtime: boolean): Driver<Sup, Command, { actor: ReturnType<typeof createActor<typeof h.machine>>; clock: SimulatedClock; sends: SendLog }> {
+  return {
+    start: () => {
+      h.reset()
+      const clock = new SimulatedClock()
+      const sends = new SendLog('supervisor')
+      const actor = createActor(h.machine, { systemId: 'supervisor', input: { ...input, realtime }, clock, inspect: inspectAll(coverage.inspect, sends.inspect) })
+      actor.start()
+      return { actor, clock, sends }
+    },
+    apply: async ({ actor, clock }, c) => {
+      const child = (id: string) => {
+        const ref = actor.system.get(id)
+        expect(ref, `child ${id} is running`).toBeDefined()
+        return ref!
+      }
+      switch (c.type) {
+        case 'shutdown':
+          actor.send({ type: 'shutdown' })
+          break
+        case 'degraded':
+          actor.send({ type: 'dependency.degraded', dependency: c.dependency, reason: c.reason })
+          break
+        case 'healthy':
+          actor.send({ type: 'dependency.healthy', dependency: c.dependency })
+          break
+        case 'flusherDone':
+        case 'childCompletes':
+          child(c.id).send({ type: 'test.complete' })
+          break
+        case 'crash':
+          child(c.id).send({ type: 'test.crash' })
+          break
+        case 'shutdownTimeout':
+        case 'dlqTimeout':
+          advanceExactly(clock, c.type === 'shutdownTimeout' ? input.shutdownTimeoutMs : input.dlqFlushTimeoutMs!, () => actor.getSnapshot().value)
+          break
+        default:
+          if (c.ok) h.held[c.type].one().resolve(undefined)
+          else h.held[c.type].one().reject(new Error(failure(c.type)))
+      }
       await settle()
-      connected = true
-    }
-    const snapshot = actor.getSnapshot()
-    expect(snapshot.matches(state.value), `${where} → ${JSON.stringify(snapshot.value)}`).toBe(true)
-    expect(snapshot.value, where).toEqual(state.value)
-    expect(snapshot.status, where).toBe(state.status)
-    expect(snapshot.context, where).toEqual(state.context)
-    expect(snapshot.output, where).toEqual(state.output)
-    expect(h.health.running, `${where}: health reporter runs only while running`).toBe(snapshot.matches('running') ? 1 : 0)
-    // Connections are told to stop on entering closingTransports, not before; a crashed one is left alone.
-    const stopped = state.matches({ shuttingDown: 'closingTransports' }) || (state.matches('stopped') && h.calls.some((c) => c.src === 'closeTransports'))
-    expect(h.log, where).toEqual(connected && stopped && !state.context.crashed.includes(crashing) ? ['disconnect:store'] : [])
-    // Each failover announces once, with its reason, each recovery once; both stop when their state is left.
-    // (A settled announceFailover changes nothing, so it is never on a simple path: the scenarios settle it.)
-    const failedOver = state.matches({ running: { realtime: 'failedOver' } })
-    const announcing = failedOver && state.context.failoverAnnounceError === null
-    expect(h.live('announceFailover').map((c) => c.input), where).toEqual(announcing ? [{ reason: state.context.degraded.realtime }] : [])
-    expect(h.live('announceRecovery').length, where).toBe(state.matches({ running: { realtime: { healthy: 'recovering' } } }) ? 1 : 0)
-    const health: RealtimeHealth | undefined = !state.matches('running') ? undefined : !realtime ? 'disabled' : failedOver ? 'failedOver' : 'healthy'
-    expect(realtimeHealthOf(snapshot), where).toBe(health)
-    // Events that leave the model state as it is are never on a simple path: check them here.
-    if (state.matches('running')) {
-      const ignoredEvents: SupervisorEvent[] = [
-        ...(health !== 'failedOver' ? [{ type: 'dependency.healthy', dependency: 'realtime' } as const] : []),
-        ...(health === 'disabled' ? [{ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' } as const] : []),
-        ...(state.matches({ running: { store: 'healthy' } }) ? [{ type: 'dependency.healthy', dependency: 'store' } as const] : []),
-      ]
-      for (const ignored of ignoredEvents) {
-        actor.send(ignored)
-        expect(actor.getSnapshot().value, `${where}: ${JSON.stringify(ignored)}`).toEqual(state.value)
-        expect(actor.getSnapshot().context, `${where}: ${JSON.stringify(ignored)}`).toEqual(state.context)
+    },
+    observe: ({ actor, sends }) => {
+      const snapshot = actor.getSnapshot()
+      return {
+        value: snapshot.value,
+        status: snapshot.status,
+        output: snapshot.output,
+        context: snapshot.context,
+        sent: sends.take(),
+        calls: h.live(),
+        healthReporters: h.health.running,
+        backlogReports: h.backlog.reports,
+        children: childIds.filter((id) => actor.system.get(id) !== undefined),
+        // Invoked actors under the ids src/ and the inspector know them by (spawned ones are in the system, above).
+        invoked: Object.keys(snapshot.children).filter((id) => !childIds.includes(id)).sort(),
+        realtimeHealth: realtimeHealthOf(snapshot),
       }
-      // While degraded, a new reason replaces the old one; the model's reason brings it back.
-      if (state.matches({ running: { store: 'degraded' } })) {
-        actor.send({ type: 'dependency.degraded', dependency: 'store', reason: 'connectionLost' })
-        expect(actor.getSnapshot().value, `${where}: new reason`).toEqual(state.value)
-        expect(actor.getSnapshot().context.degraded, `${where}: new reason`).toEqual({ store: 'connectionLost' })
-        actor.send({ type: 'dependency.degraded', dependency: 'store', reason: state.context.degraded.store })
-        expect(actor.getSnapshot().context, `${where}: old reason`).toEqual(state.context)
+    },
+    expected: (s) => {
+      const final = s.phase === 'stopped' || s.phase === 'failed'
+      const { degraded, drained, crashed, shutdownIncomplete, shutdownErrors, failoverAnnounceError, recoveryAnnounceError, error } = s
+      return {
+        value: valueOf(s),
+        status: final ? 'done' : 'active',
+        output: final ? (error === null ? { exitCode: 0 } : { exitCode: 1, error }) : undefined,
+        context: {
+          shutdownTimeoutMs: 5_000,
+          dlqFlushTimeoutMs: 3_000,
+          flushers: input.flushers,
+          children: input.children,
+          realtime,
+          now: input.now,
+          degraded,
+          drained,
+          crashed,
+          shutdownIncomplete,
+          shutdownErrors,
+          failoverAnnounceError,
+          recoveryAnnounceError,
+          error,
+        },
+        sent: s.sent,
+        calls: callsOf(s),
+        healthReporters: s.phase === 'running' ? 1 : 0,
+        // Reported once, on entering running.
+        backlogReports: s.spawned ? 1 : 0,
+        children: childIds.filter((id) => s.spawned && !final && ![...s.crashed, ...s.drained, ...s.completed].includes(id)),
+        invoked: invokedIn(s).sort(),
+        realtimeHealth: s.phase !== 'running' ? undefined : s.realtime === 'steady' || s.realtime === 'recovering' ? 'healthy' : s.realtime,
       }
-      if (failedOver) {
-        const announced = h.calls.length
-        actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'channelClosed' })
-        expect(actor.getSnapshot().context.degraded, `${where}: new reason`).toEqual({ ...state.context.degraded, realtime: 'channelClosed' })
-        actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: state.context.degraded.realtime })
-        expect(actor.getSnapshot().value, `${where}: old reason`).toEqual(state.value)
-        expect(actor.getSnapshot().context, `${where}: old reason`).toEqual(state.context)
-        expect(h.calls.length, `${where}: announced once`).toBe(announced)
-      }
-      // The store's reports leave the realtime region (and its announcements) as they are.
-      if (realtime && state.matches({ running: { store: 'healthy' } })) {
-        const calls = h.calls.length
-        actor.send({ type: 'dependency.degraded', dependency: 'store', reason: 'breakerOpen' })
-        expect(actor.getSnapshot().matches({ running: { store: 'degraded' } }), `${where}: store degraded`).toBe(true)
-        expect(realtimeHealthOf(actor.getSnapshot()), `${where}: store degraded`).toBe(health)
-        actor.send({ type: 'dependency.healthy', dependency: 'store' })
-        expect(actor.getSnapshot().value, `${where}: store healthy`).toEqual(state.value)
-        expect(actor.getSnapshot().context, `${where}: store healthy`).toEqual(state.context)
-        expect(h.calls.length, `${where}: no announcement`).toBe(calls)
-      }
-    }
-    if (state.matches('shuttingDown')) {
-      actor.send({ type: 'shutdown' })
-      expect(actor.getSnapshot().value, `${where}: second shutdown`).toEqual(state.value)
-      expect(actor.getSnapshot().context, `${where}: second shutdown`).toEqual(state.context)
-      expect(h.live('stopIngest').length + h.live('flushDlq').length + h.live('closeTransports').length, where).toBeLessThanOrEqual(1)
-    }
+    },
+    stop: ({ actor }) => actor.stop(),
   }
-  actor.stop()
 }
 
-describe('supervisor (model-based)', () => {
-  it('the traversal reaches both final states, and exit code 1 after a crash', () => {
-    expect(paths.some((p) => p.state.matches('stopped'))).toBe(true)
-    expect(paths.some((p) => p.state.matches('failed'))).toBe(true)
-    expect(paths.some((p) => p.state.matches('stopped') && p.state.output.exitCode === 1)).toBe(true)
+describe('supervisor against its reference model (every edge of the model, by its shortest path)', () => {
+  for (const realtime of [false, true]) {
+    const model = supervisorModel(realtime)
+    const driver = supervisorDriver(realtime)
+    const edges = modelEdges(model)
+    const finals = edges.map((e) => e.to).filter((s) => s.phase === 'stopped' || s.phase === 'failed')
+
+    it(`realtime ${realtime ? 'on' : 'off'}: the model ends in both final states, exit code 1 after a crash, and an incomplete shutdown`, () => {
+      expect(finals.some((s) => s.phase === 'failed')).toBe(true)
+      expect(finals.some((s) => s.phase === 'stopped' && s.error === null && !s.shutdownIncomplete)).toBe(true)
+      expect(finals.some((s) => s.phase === 'stopped' && s.error !== null)).toBe(true)
+      expect(finals.some((s) => s.phase === 'stopped' && s.shutdownIncomplete)).toBe(true)
+    })
+
+    const byFrom = new Map<Phase, typeof edges>()
+    for (const e of edges) byFrom.set(e.from.phase, [...(byFrom.get(e.from.phase) ?? []), e])
+    it.each([...byFrom.entries()].map(([phase, list]) => [phase, list.length, list] as const))(
+      `realtime ${realtime ? 'on' : 'off'}: from %s, %i model edges replayed against the real actor`,
+      async (_phase, _n, list) => {
+        for (const { path, event } of list) await checkAgainstModel(model, driver, [...path, event])
+      },
+    )
+  }
+})
+
+describe('supervisor defaults and odd failures (stand-in children)', () => {
+  const start = (over: Partial<SupervisorInput>, omit: Array<keyof SupervisorInput> = []) => {
+    h.reset()
+    const clock = new SimulatedClock()
+    const sends = new SendLog('supervisor')
+    const full: SupervisorInput = { ...input, ...over }
+    for (const key of omit) delete full[key]
+    const actor = createActor(h.machine, { systemId: 'supervisor', input: full, clock, inspect: inspectAll(coverage.inspect, sends.inspect) }).start()
+    return { actor, clock, sends, snap: () => actor.getSnapshot() }
+  }
+
+  it('without realtime, children or dlqFlushTimeoutMs: Realtime disabled, nothing but flushers spawned, the DLQ flush bounded at 5 s', async () => {
+    const r = start({}, ['realtime', 'children', 'dlqFlushTimeoutMs', 'now'])
+    expect(r.snap().context).toMatchObject({ realtime: false, children: [], dlqFlushTimeoutMs: 5_000, now: Date.now })
+    h.held.startRelay.one().resolve(undefined)
+    await settle()
+    expect(r.snap().value).toEqual({ running: { store: 'healthy', realtime: 'disabled' } })
+    expect(Object.keys(r.snap().children).sort()).toEqual(['healthReporter', 'realtimeFlusher', 'storeFlusher'])
+    r.actor.send({ type: 'shutdown' })
+    h.held.stopIngest.one().resolve(undefined)
+    await settle()
+    for (const id of flusherIds) r.actor.system.get(id)!.send({ type: 'test.complete' })
+    expect(r.snap().value).toEqual({ shuttingDown: 'flushingDlq' })
+    r.clock.increment(4_999)
+    expect(r.snap().value).toEqual({ shuttingDown: 'flushingDlq' })
+    r.clock.increment(1)
+    expect(r.snap().value).toEqual({ shuttingDown: 'closingTransports' })
+    expect(r.sends.take().map((x) => `${x.to}:${x.event.type}`)).toEqual(['storeFlusher:drain', 'realtimeFlusher:drain'])
   })
 
-  it(`replays ${paths.length} simple paths against the real actor`, async () => {
-    for (const path of paths) await replay(path)
+  it('without `now`, the rollout hears of the failover at the wall-clock time', async () => {
+    const r = start({ realtime: true }, ['now'])
+    h.held.startRelay.one().resolve(undefined)
+    await settle()
+    const before = Date.now()
+    r.actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' })
+    const after = Date.now()
+    const [told, ...rest] = r.sends.take()
+    expect(rest).toEqual([])
+    expect(told).toMatchObject({ to: 'rollout', event: { type: 'breaker.opened' } })
+    expect(told!.event.at).toBeGreaterThanOrEqual(before)
+    expect(told!.event.at).toBeLessThanOrEqual(after)
+  })
+
+  it('a rejection that is not an Error is recorded as its text', async () => {
+    const failing = start({})
+    h.held.startRelay.one().reject('disk full')
+    await settle()
+    expect(failing.snap().output).toEqual({ exitCode: 1, error: 'disk full' })
+
+    const r = start({})
+    h.held.startRelay.one().resolve(undefined)
+    await settle()
+    r.actor.send({ type: 'shutdown' })
+    h.held.stopIngest.one().reject('ingest wedged')
+    await settle()
+    expect(r.snap().context.shutdownErrors).toEqual(['ingest wedged'])
   })
 })
 
 // ---------------------------------------------------------------------------------------------
-// Scenarios with real flushers and connections.
+// Scenarios with the real children: flushers, dependencies (connection, breaker, replayer) and
+// the rollout controller, each with its I/O held or answered by the test. Expectations by hand.
 
-interface RelayOptions {
-  failStart?: string
-  /** A flusher whose flushes never settle. */
-  stuckFlusher?: string
-  /** flushDlq never settles. */
-  stuckDlq?: boolean
-  /** The flusher with this name crashes on an `events.added` that lands after it was told to drain. */
-  crashingFlusher?: string
-  /** Input `realtime`. */
-  realtime?: boolean
-  /** Both announcements fail. */
-  failAnnounce?: boolean
-  /** announceRecovery never settles. */
-  stuckRecovery?: boolean
-}
-
-/** Everything succeeds at once; the log records the order of side effects. */
-function relay(options: RelayOptions = {}) {
+function relay(options: { realtime?: boolean; failStart?: string; stuckFlusher?: string; stuckDlq?: boolean } = {}) {
   const log: string[] = []
+  const applyPercent = heldPromise<ApplyPercentOutput, ApplyPercentInput>()
+  const probes = new Map<string, (event: AnyEventObject) => void>()
   const step = (name: string, hang = false) =>
     fromPromise<void>(async () => {
       log.push(name)
       if (name === 'startRelay' && options.failStart) throw new Error(options.failStart)
       if (hang) await new Promise<never>(() => {})
     })
-  const flushBatch = fromPromise<FlushBatchOutput, FlushBatchInput>(({ input: { name, max } }) => {
-    log.push(`flush:${name}`)
-    return name === options.stuckFlusher ? new Promise<never>(() => {}) : Promise.resolve({ flushed: Math.min(max, 1) })
+  const connection = connectionMachine.provide({
+    actors: {
+      connect: fromPromise<unknown, { name: string }>(async () => undefined),
+      disconnect: fromPromise<void, { name: string }>(async ({ input }) => void log.push(`disconnect:${input.name}`)),
+      probe: fromCallback<EventObject, ProbeInput>(({ input, receive, sendBack }) => {
+        probes.set(input.name, sendBack)
+        receive((event) => {
+          if (event.type === 'test.crash') throw new Error('probe crashed')
+        })
+        return () => probes.delete(input.name)
+      }),
+    },
   })
-  const announce = <I extends { reason?: string }>(name: string, hang = false) =>
-    fromPromise<void, I>(async ({ input }) => {
-      log.push(input.reason ? `${name}:${input.reason}` : name)
-      if (options.failAnnounce) throw new Error(`${name}: channel closed`)
-      if (hang) await new Promise<never>(() => {})
-    })
-  const connection = testConnection(log)
   const machine = supervisorMachine.provide({
     actors: {
       startRelay: step('startRelay'),
-      announceFailover: announce<{ reason: string }>('announceFailover'),
-      announceRecovery: announce<{}>('announceRecovery', options.stuckRecovery),
       stopIngest: step('stopIngest'),
       flushDlq: step('flushDlq', options.stuckDlq),
       closeTransports: step('closeTransports'),
+      announceFailover: fromPromise<void, { reason: string }>(async ({ input }) => void log.push(`announceFailover:${input.reason}`)),
+      announceRecovery: fromPromise<void, {}>(async () => void log.push('announceRecovery')),
       batchFlusher: batchFlusherMachine.provide({
-        actors: { flushBatch },
-        ...(options.crashingFlusher && {
-          actions: {
-            countForRate: ({ context }) => {
-              if (context.name === options.crashingFlusher && context.drainRequested) throw new Error('rate window overflowed')
-            },
-          },
-        }),
+        actors: {
+          flushBatch: fromPromise<FlushBatchOutput, FlushBatchInput>(({ input: { name, max } }) => {
+            log.push(`flush:${name}`)
+            return name === options.stuckFlusher ? new Promise<never>(() => {}) : Promise.resolve({ flushed: Math.min(max, 1) })
+          }),
+        },
       }),
-      connection: connection.machine,
+      dependency: dependencyMachine.provide({ actors: { connection } }),
+      rolloutController: rolloutControllerMachine.provide({ actors: { applyPercent: applyPercent.logic } }),
     },
   })
   const clock = new SimulatedClock()
   const actor = createActor(machine, { systemId: 'supervisor', input: { ...input, realtime: options.realtime ?? false }, clock, inspect: coverage.inspect })
-  return { actor, clock, log, crash: connection.crash }
+  const child = (id: string) => actor.system.get(id)!
+  /** Queues one event in each flusher, so each completes only when told to drain. */
+  const feedFlushers = () => flusherIds.forEach((id) => child(id).send({ type: 'events.added', count: 1 }))
+  return { actor, clock, log, applyPercent, probes, child, feedFlushers, snap: () => actor.getSnapshot() }
 }
 
-describe('supervisor scenarios', () => {
+describe('supervisor scenarios (real children)', () => {
   it('starts, spawns every child under its systemId, and shuts down in order to exit code 0', async () => {
-    const { actor, log } = relay()
-    actor.start()
-    expect(actor.getSnapshot().matches('starting')).toBe(true)
+    const r = relay()
+    r.actor.start()
+    expect(r.snap().value).toBe('starting')
     await settle()
-    expect(actor.getSnapshot().matches({ running: { store: 'healthy' } })).toBe(true)
-    for (const id of [...input.flushers, ...input.children!].map((c) => c.id)) {
-      const child = actor.system.get(id)
-      expect(child, id).toBeDefined()
-      expect(actor.getSnapshot().children[id]).toBe(child)
-    }
-    expect(actor.system.get('storeBreaker')!.getSnapshot().value).toBe('closed')
-    expect(actor.system.get('storeReplayer')!.getSnapshot().value).toBe('waiting')
-    for (const { id } of input.flushers) actor.system.get(id)!.send({ type: 'events.added', count: 1 })
-    actor.system.get('storeConnection')!.send({ type: 'connect' })
-    await settle()
-    expect(actor.system.get('storeConnection')!.getSnapshot().value).toBe('connected')
+    expect(r.snap().value).toEqual({ running: { store: 'healthy', realtime: 'disabled' } })
+    for (const id of childIds) expect(r.snap().children[id], id).toBe(r.child(id))
+    expect(r.child('storeBreaker').getSnapshot().value).toBe('closed')
+    expect(r.child('storeConnection').getSnapshot().value).toBe('connected')
+    expect(r.child('rollout').getSnapshot().value).toBe('inactive')
+    r.feedFlushers()
 
-    actor.send({ type: 'shutdown' })
-    actor.send({ type: 'shutdown' }) // idempotent
-    expect(actor.getSnapshot().matches({ shuttingDown: 'stoppingIngest' })).toBe(true)
+    r.actor.send({ type: 'shutdown' })
+    r.actor.send({ type: 'shutdown' }) // ignored
+    expect(r.snap().value).toEqual({ shuttingDown: 'stoppingIngest' })
     await settle()
     await settle()
-    expect(actor.getSnapshot().status).toBe('done')
-    expect(actor.getSnapshot().matches('stopped')).toBe(true)
-    expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
-    expect(actor.getSnapshot().context).toMatchObject({ drained: ['storeFlusher', 'realtimeFlusher'], shutdownIncomplete: false, shutdownErrors: [] })
-    // The connection is told to stop on entering closingTransports, before closeTransports runs.
-    expect(log).toEqual(['startRelay', 'stopIngest', 'flush:store', 'flush:realtime', 'flushDlq', 'disconnect:store', 'closeTransports'])
+    expect(r.snap().value).toBe('stopped')
+    expect(r.snap().output).toEqual({ exitCode: 0 })
+    expect(r.snap().context).toMatchObject({ drained: ['storeFlusher', 'realtimeFlusher'], shutdownIncomplete: false, shutdownErrors: [] })
+    // Drained before the DLQ is flushed; the dependencies close their connections before the transports close.
+    expect(r.log).toEqual(['startRelay', 'stopIngest', 'flush:store', 'flush:realtime', 'flushDlq', 'disconnect:store', 'disconnect:realtime', 'closeTransports'])
   })
 
-  it('a start-up failure ends in failed with the message and exit code 1, spawning nothing', async () => {
-    const { actor } = relay({ failStart: 'migration 0002 failed' })
-    actor.start()
+  it('the DLQ is not flushed while a flusher is still draining, and the relay does not stop before the transports are closed', async () => {
+    const r = relay({ stuckFlusher: 'realtime' })
+    r.actor.start()
     await settle()
-    expect(actor.getSnapshot().matches('failed')).toBe(true)
-    expect(actor.getSnapshot().context.error).toBe('migration 0002 failed')
-    expect(actor.getSnapshot().output).toEqual({ exitCode: 1, error: 'migration 0002 failed' })
-    expect(actor.system.get('storeFlusher')).toBeUndefined()
-    expect(actor.system.get('storeConnection')).toBeUndefined()
-  })
-
-  it('store health follows dependency.degraded / dependency.healthy and ignores other dependencies', async () => {
-    const { actor } = relay()
-    actor.start()
+    r.feedFlushers()
+    r.actor.send({ type: 'shutdown' })
     await settle()
-    const store = () => [actor.getSnapshot().matches({ running: { store: 'degraded' } }) ? 'degraded' : 'healthy', actor.getSnapshot().context.degraded]
-    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'channelClosed' })
-    expect(store()).toEqual(['healthy', {}])
-    actor.send({ type: 'dependency.degraded', dependency: 'store', reason: 'breakerOpen' })
-    expect(store()).toEqual(['degraded', { store: 'breakerOpen' }])
-    actor.send({ type: 'dependency.degraded', dependency: 'store', reason: 'connectionLost' })
-    expect(store()).toEqual(['degraded', { store: 'connectionLost' }])
-    actor.send({ type: 'dependency.healthy', dependency: 'realtime' })
-    expect(store()).toEqual(['degraded', { store: 'connectionLost' }])
-    actor.send({ type: 'dependency.healthy', dependency: 'store' })
-    expect(store()).toEqual(['healthy', {}])
-    actor.send({ type: 'shutdown' })
+    expect(r.snap().value).toEqual({ shuttingDown: 'drainingFlushers' })
+    expect(r.snap().context.drained).toEqual(['storeFlusher'])
+    expect(r.log).not.toContain('flushDlq')
+    r.clock.increment(input.shutdownTimeoutMs - 1)
     await settle()
-    expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
-  })
-
-  it('Realtime starts disabled when the relay does not deliver over it, and ignores its reports', async () => {
-    const { actor, log } = relay()
-    actor.start()
-    expect(realtimeHealthOf(actor.getSnapshot())).toBeUndefined()
+    expect(r.log).not.toContain('flushDlq')
+    r.clock.increment(1)
+    expect(r.snap().value).toEqual({ shuttingDown: 'flushingDlq' })
+    expect(r.snap().context.shutdownIncomplete).toBe(true)
     await settle()
-    expect(actor.getSnapshot().value).toEqual({ running: { store: 'healthy', realtime: 'disabled' } })
-    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' })
-    actor.send({ type: 'dependency.healthy', dependency: 'realtime' })
-    await settle()
-    expect(realtimeHealthOf(actor.getSnapshot())).toBe('disabled')
-    expect(actor.getSnapshot().context.degraded).toEqual({})
-    expect(log).toEqual(['startRelay'])
-  })
-
-  it('fails over on degraded, announcing why once, and announces the recovery when healthy again', async () => {
-    const { actor, log } = relay({ realtime: true })
-    actor.start()
-    await settle()
-    expect(actor.getSnapshot().value).toEqual({ running: { store: 'healthy', realtime: { healthy: 'steady' } } })
-    expect(realtimeHealthOf(actor.getSnapshot())).toBe('healthy')
-    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' })
-    expect(realtimeHealthOf(actor.getSnapshot())).toBe('failedOver')
-    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'channelClosed' })
-    await settle()
-    expect(actor.getSnapshot().context).toMatchObject({ degraded: { realtime: 'channelClosed' }, failoverAnnounceError: null })
-    expect(log).toEqual(['startRelay', 'announceFailover:breakerOpen'])
-
-    actor.send({ type: 'dependency.healthy', dependency: 'realtime' })
-    expect(actor.getSnapshot().matches({ running: { realtime: { healthy: 'recovering' } } })).toBe(true)
-    await settle()
-    expect(actor.getSnapshot().value).toEqual({ running: { store: 'healthy', realtime: { healthy: 'steady' } } })
-    expect(actor.getSnapshot().context).toMatchObject({ degraded: {}, recoveryAnnounceError: null })
-    expect(log).toEqual(['startRelay', 'announceFailover:breakerOpen', 'announceRecovery'])
-  })
-
-  it('a failed announcement changes no state; its error is kept until the next one starts', async () => {
-    const { actor } = relay({ realtime: true, failAnnounce: true })
-    actor.start()
-    await settle()
-    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' })
-    await settle()
-    expect(actor.getSnapshot().status).toBe('active')
-    expect(realtimeHealthOf(actor.getSnapshot())).toBe('failedOver')
-    expect(actor.getSnapshot().context.failoverAnnounceError).toBe('announceFailover: channel closed')
-    actor.send({ type: 'dependency.healthy', dependency: 'realtime' })
-    await settle()
-    expect(actor.getSnapshot().matches({ running: { realtime: { healthy: 'steady' } } })).toBe(true)
-    expect(actor.getSnapshot().context).toMatchObject({ recoveryAnnounceError: 'announceRecovery: channel closed', error: null, crashed: [] })
-    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' })
-    expect(actor.getSnapshot().context.failoverAnnounceError).toBeNull()
-  })
-
-  it('failing over again stops a recovery announcement still in flight', async () => {
-    const { actor, log } = relay({ realtime: true, stuckRecovery: true })
-    actor.start()
-    await settle()
-    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' })
-    actor.send({ type: 'dependency.healthy', dependency: 'realtime' })
-    await settle()
-    expect(actor.getSnapshot().children.announceRecovery).toBeDefined()
-    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'channelClosed' })
-    await settle()
-    expect(realtimeHealthOf(actor.getSnapshot())).toBe('failedOver')
-    expect(actor.getSnapshot().children.announceRecovery).toBeUndefined()
-    expect(log).toEqual(['startRelay', 'announceFailover:breakerOpen', 'announceRecovery', 'announceFailover:channelClosed'])
-  })
-
-  it('store and Realtime health move independently, and shutdown from both degraded proceeds as before', async () => {
-    const { actor, log } = relay({ realtime: true })
-    actor.start()
-    await settle()
-    actor.send({ type: 'dependency.degraded', dependency: 'store', reason: 'breakerOpen' })
-    expect(actor.getSnapshot().value).toEqual({ running: { store: 'degraded', realtime: { healthy: 'steady' } } })
-    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'channelClosed' })
-    expect(actor.getSnapshot().value).toEqual({ running: { store: 'degraded', realtime: 'failedOver' } })
-    actor.send({ type: 'dependency.healthy', dependency: 'store' })
-    expect(actor.getSnapshot().value).toEqual({ running: { store: 'healthy', realtime: 'failedOver' } })
-    actor.send({ type: 'dependency.degraded', dependency: 'store', reason: 'connectionLost' })
-    expect(actor.getSnapshot().context.degraded).toEqual({ store: 'connectionLost', realtime: 'channelClosed' })
-
-    actor.send({ type: 'shutdown' })
-    expect(realtimeHealthOf(actor.getSnapshot())).toBeUndefined()
-    await settle()
-    expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
-    expect(log).toEqual(['startRelay', 'announceFailover:channelClosed', 'stopIngest', 'flushDlq', 'closeTransports'])
-  })
-
-  it('goes on to flushingDlq after shutdownTimeout when a flusher never drains, marking the shutdown incomplete', async () => {
-    const { actor, clock, log } = relay({ stuckFlusher: 'realtime' })
-    actor.start()
-    await settle()
-    for (const { id } of input.flushers) actor.system.get(id)!.send({ type: 'events.added', count: 1 })
-    actor.send({ type: 'shutdown' })
-    await settle()
-    expect(actor.getSnapshot().matches({ shuttingDown: 'drainingFlushers' })).toBe(true)
-    expect(actor.getSnapshot().context.drained).toEqual(['storeFlusher'])
-
-    clock.increment(input.shutdownTimeoutMs - 1)
-    expect(actor.getSnapshot().matches({ shuttingDown: 'drainingFlushers' })).toBe(true)
-    clock.increment(1)
-    expect(actor.getSnapshot().matches({ shuttingDown: 'flushingDlq' })).toBe(true)
-    expect(actor.getSnapshot().context.shutdownIncomplete).toBe(true)
-    await settle()
-    expect(actor.getSnapshot().matches('stopped')).toBe(true)
-    expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
-    expect(log.slice(-2)).toEqual(['flushDlq', 'closeTransports'])
+    expect(r.log.slice(-4)).toEqual(['flushDlq', 'disconnect:store', 'disconnect:realtime', 'closeTransports'])
+    expect(r.snap().value).toBe('stopped')
+    expect(r.snap().output).toEqual({ exitCode: 0 })
   })
 
   it('closes transports after dlqFlushTimeout when flushDlq hangs, marking the shutdown incomplete', async () => {
-    const { actor, clock, log } = relay({ stuckDlq: true })
-    actor.start()
+    const r = relay({ stuckDlq: true })
+    r.actor.start()
     await settle()
-    actor.send({ type: 'shutdown' })
+    r.actor.send({ type: 'shutdown' })
     await settle()
-    expect(actor.getSnapshot().matches({ shuttingDown: 'flushingDlq' })).toBe(true)
-    expect(actor.getSnapshot().context.shutdownIncomplete).toBe(false)
-    clock.increment(input.dlqFlushTimeoutMs! - 1)
-    expect(actor.getSnapshot().matches({ shuttingDown: 'flushingDlq' })).toBe(true)
-    clock.increment(1)
-    expect(actor.getSnapshot().matches({ shuttingDown: 'closingTransports' })).toBe(true)
-    expect(actor.getSnapshot().context.shutdownIncomplete).toBe(true)
+    expect(r.snap().value).toEqual({ shuttingDown: 'flushingDlq' })
+    r.clock.increment(input.dlqFlushTimeoutMs! - 1)
+    expect(r.snap().value).toEqual({ shuttingDown: 'flushingDlq' })
+    r.clock.increment(1)
+    expect(r.snap().value).toEqual({ shuttingDown: 'closingTransports' })
+    expect(r.snap().context.shutdownIncomplete).toBe(true)
     await settle()
-    expect(actor.getSnapshot().matches('stopped')).toBe(true)
-    expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
-    expect(log).toEqual(['startRelay', 'stopIngest', 'flushDlq', 'closeTransports'])
+    expect(r.snap().output).toEqual({ exitCode: 0 })
+    expect(r.log).toEqual(['startRelay', 'stopIngest', 'flushDlq', 'disconnect:store', 'disconnect:realtime', 'closeTransports'])
   })
 
-  it('a crashing child stops the relay in order and exits 1 with the error', async () => {
-    const { actor, log, crash } = relay()
-    actor.start()
+  it('a start-up failure ends in failed with the message and exit code 1, spawning nothing', async () => {
+    const r = relay({ failStart: 'migration 0002 failed' })
+    r.actor.start()
     await settle()
-    actor.system.get('storeConnection')!.send({ type: 'connect' })
-    await settle()
-    for (const { id } of input.flushers) actor.system.get(id)!.send({ type: 'events.added', count: 1 })
-
-    crash('store')
-    expect(actor.getSnapshot().matches({ shuttingDown: 'stoppingIngest' })).toBe(true)
-    expect(actor.getSnapshot().context).toMatchObject({ error: 'storeConnection: probe crashed', crashed: ['storeConnection'] })
-    await settle()
-    await settle()
-    expect(actor.getSnapshot().matches('stopped')).toBe(true)
-    expect(actor.getSnapshot().output).toEqual({ exitCode: 1, error: 'storeConnection: probe crashed' })
-    // Still drained and flushed; the crashed connection is not sent `stop`.
-    expect(log).toEqual(['startRelay', 'stopIngest', 'flush:store', 'flush:realtime', 'flushDlq', 'closeTransports'])
+    expect(r.snap().value).toBe('failed')
+    expect(r.snap().output).toEqual({ exitCode: 1, error: 'migration 0002 failed' })
+    for (const id of childIds) expect(r.actor.system.get(id), id).toBeUndefined()
   })
 
-  it('a child crashing during shutdown is recorded and not waited for; the exit code stays 0', async () => {
-    const { actor, clock, log } = relay({ stuckFlusher: 'store', crashingFlusher: 'store' })
-    actor.start()
+  it('a store outage seen by the real dependency degrades the store region with its reason, and its recovery heals it', async () => {
+    const r = relay()
+    r.actor.start()
     await settle()
-    actor.system.get('realtimeFlusher')!.send({ type: 'events.added', count: 1 })
-    actor.system.get('storeFlusher')!.send({ type: 'events.added', count: 10 }) // a full batch: its flush hangs
-    actor.send({ type: 'shutdown' })
+    r.probes.get('store')!({ type: 'connection.lost', code: 'ECONNRESET', message: 'server closed the connection' })
     await settle()
-    expect(actor.getSnapshot().matches({ shuttingDown: 'drainingFlushers' })).toBe(true)
-    expect(actor.getSnapshot().context.drained).toEqual(['realtimeFlusher'])
+    expect(r.snap().value).toEqual({ running: { store: 'degraded', realtime: 'disabled' } })
+    expect(r.snap().context.degraded).toEqual({ store: 'connection lost (ECONNRESET: server closed the connection)' })
+    // The backoff ends, the connection is back: the breaker probes at once; two good calls close it.
+    r.clock.increment(250)
+    await settle()
+    expect(r.child('storeBreaker').getSnapshot().value).toBe('halfOpen')
+    for (let i = 0; i < 2; i++) r.child('storeBreaker').send({ type: 'call.succeeded', durationMs: 5 })
+    expect(r.snap().value).toEqual({ running: { store: 'healthy', realtime: 'disabled' } })
+    expect(r.snap().context.degraded).toEqual({})
+  })
 
-    actor.system.get('storeFlusher')!.send({ type: 'events.added', count: 1 }) // a late request lands; the flusher crashes
-    expect(actor.getSnapshot().matches({ shuttingDown: 'flushingDlq' })).toBe(true)
-    expect(actor.getSnapshot().context).toMatchObject({
-      crashed: ['storeFlusher'],
-      shutdownErrors: ['storeFlusher: rate window overflowed'],
-      shutdownIncomplete: false,
-      error: null,
-    })
+  it('a Realtime failover tells the rollout controller, which rolls back at once', async () => {
+    const r = relay({ realtime: true })
+    r.actor.start()
     await settle()
-    expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
-    expect(clock.now()).toBe(0)
-    expect(log.slice(-2)).toEqual(['flushDlq', 'closeTransports'])
+    r.child('rollout').send({ type: 'rollout.start', at: 1 })
+    r.applyPercent.one().resolve({ at: 1 })
+    await settle()
+    expect(r.child('rollout').getSnapshot().value).toEqual({ soaking: 'live' })
+
+    r.probes.get('realtime')!({ type: 'connection.lost', code: 'CHANNEL_ERROR', message: 'channel error' })
+    await settle()
+    expect(realtimeHealthOf(r.snap())).toBe('failedOver')
+    expect(r.log).toContain('announceFailover:connection lost (CHANNEL_ERROR: channel error)')
+    expect(r.child('rollout').getSnapshot().value).toEqual({ rollingBack: 'applying' })
+    expect(r.applyPercent.one().input).toEqual({ percent: 0, reason: 'breakerOpen', manual: false })
+  })
+
+  it('a crashing child stops the relay in order and exits 1 with the error; the crashed one is not told to stop', async () => {
+    const r = relay()
+    r.actor.start()
+    await settle()
+    r.feedFlushers()
+    r.child('storeConnection').getSnapshot().children.probe!.send({ type: 'test.crash' })
+    expect(r.snap().value).toEqual({ shuttingDown: 'stoppingIngest' })
+    expect(r.snap().context).toMatchObject({ error: 'storeDependency: probe crashed', crashed: ['storeDependency'] })
+    await settle()
+    await settle()
+    expect(r.snap().output).toEqual({ exitCode: 1, error: 'storeDependency: probe crashed' })
+    expect(r.log).toEqual(['startRelay', 'stopIngest', 'flush:store', 'flush:realtime', 'flushDlq', 'disconnect:realtime', 'closeTransports'])
   })
 
   it('without provided actors, start-up fails naming the missing one', async () => {
@@ -624,6 +707,26 @@ describe('supervisor scenarios', () => {
     expect(actor.getSnapshot().output).toEqual({ exitCode: 1, error: 'startRelay not provided' })
   })
 
+  it('every other actor left unprovided fails naming itself, and the shutdown still goes through to the end', async () => {
+    const machine = supervisorMachine.provide({ actors: { startRelay: fromPromise<void>(async () => {}) } })
+    const actor = createActor(machine, { input: { shutdownTimeoutMs: 1_000, flushers: [], realtime: true }, inspect: coverage.inspect }).start()
+    await settle()
+    actor.send({ type: 'dependency.degraded', dependency: 'realtime', reason: 'breakerOpen' })
+    await settle()
+    expect(actor.getSnapshot().context.failoverAnnounceError).toBe('announceFailover not provided')
+    actor.send({ type: 'dependency.healthy', dependency: 'realtime' })
+    await settle()
+    expect(actor.getSnapshot().value).toEqual({ running: { store: 'healthy', realtime: { healthy: 'steady' } } })
+    expect(actor.getSnapshot().context.recoveryAnnounceError).toBe('announceRecovery not provided')
+    actor.send({ type: 'shutdown' })
+    for (let i = 0; i < 4; i++) await settle()
+    expect(actor.getSnapshot().value).toBe('stopped')
+    expect(actor.getSnapshot().context.shutdownErrors).toEqual(['stopIngest not provided', 'flushDlq not provided', 'closeTransports not provided'])
+    expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
+  })
+})
+
+describe('supervisor coverage', () => {
   it('takes every state and transition of the machine', () => {
     coverage.assertComplete()
   })

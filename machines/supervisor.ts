@@ -94,11 +94,12 @@ export const supervisorMachine = setup({
       throw new Error('stopIngest not provided')
     }),
     /** Moves whatever is still in memory that the flushers could not write into the DLQ, and fsyncs it. */
-    flushDlq: fromPromise<void>(async () => {
-      throw new Error('flushDlq not provided')
+    deadLetterLeftovers: fromPromise<void>(async () => {
+      throw new Error('deadLetterLeftovers not provided')
     }),
-    closeTransports: fromPromise<void>(async () => {
-      throw new Error('closeTransports not provided')
+    /** Closes every service the relay opened (dashboards, the server, Realtime, flags, the store, the DLQ, the WAL), newest first. */
+    closeServices: fromPromise<void>(async () => {
+      throw new Error('closeServices not provided')
     }),
     /** Tells dashboards on Realtime (a control broadcast, while the channel may still work) to use /ws with ?since=. */
     announceFailover: fromPromise<void, { reason: string }>(async () => {
@@ -173,7 +174,7 @@ export const supervisorMachine = setup({
     recordRecoveryAnnounceError: assign((_, { error }: { error: unknown }) => ({ recoveryAnnounceError: messageOf(error) })),
   },
   guards: {
-    // A crashed flusher will never complete: its events are left to flushDlq and the WAL.
+    // A crashed flusher will never complete: its events are left to deadLetterLeftovers and the WAL.
     allFlushersSettled: ({ context }) => context.flushers.every((f) => context.drained.includes(f.id) || context.crashed.includes(f.id)),
     isRealtimeEnabled: ({ context }) => context.realtime,
     isAbout: ({ event }, { dependency }: { dependency: Dependency }) => 'dependency' in event && event.dependency === dependency,
@@ -308,8 +309,8 @@ export const supervisorMachine = setup({
         },
         flushingDlq: {
           invoke: {
-            id: 'flushDlq',
-            src: 'flushDlq',
+            id: 'deadLetterLeftovers',
+            src: 'deadLetterLeftovers',
             onDone: 'closingTransports',
             onError: { target: 'closingTransports', actions: { type: 'recordShutdownError', params: ({ event }) => ({ error: event.error }) } },
           },
@@ -318,8 +319,8 @@ export const supervisorMachine = setup({
         closingTransports: {
           entry: 'stopDependencies',
           invoke: {
-            id: 'closeTransports',
-            src: 'closeTransports',
+            id: 'closeServices',
+            src: 'closeServices',
             onDone: '#supervisor.stopped',
             onError: { target: '#supervisor.stopped', actions: { type: 'recordShutdownError', params: ({ event }) => ({ error: event.error }) } },
           },

@@ -49,7 +49,7 @@ export function relaySupervisor(s: ActorServices) {
     actors: {
       startRelay: fromPromise(() => s.open()),
       stopIngest: fromPromise(() => rt().ingest.stop()),
-      flushDlq: fromPromise(async () => {
+      deadLetterLeftovers: fromPromise(async () => {
         await rt().storeSink.deadLetterAll('relay shut down before the store took these events')
         rt().realtime?.sink.discardAll()
       }),
@@ -57,7 +57,7 @@ export function relaySupervisor(s: ActorServices) {
         rt().realtime!.transport.sendControl({ action: 'failover', transport: 'websocket', path: '/ws', since: rt().realtime!.sink.lastAckedSeq, reason: input.reason }),
       ),
       announceRecovery: fromPromise<void, Record<string, never>>(() => rt().realtime!.transport.sendControl({ action: 'recovered', transport: 'realtime' })),
-      closeTransports: fromPromise(() => s.close()),
+      closeServices: fromPromise(() => s.close()),
       healthReporter: fromCallback(() => s.health()),
       batchFlusher: batchFlusherMachine.provide({
         actors: {

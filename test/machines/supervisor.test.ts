@@ -79,7 +79,7 @@ interface Sup {
 }
 
 type Command =
-  | { type: 'startRelay' | 'stopIngest' | 'flushDlq' | 'closeTransports' | 'announceFailover' | 'announceRecovery'; ok: boolean }
+  | { type: 'startRelay' | 'stopIngest' | 'deadLetterLeftovers' | 'closeServices' | 'announceFailover' | 'announceRecovery'; ok: boolean }
   | { type: 'shutdown' }
   | { type: 'degraded'; dependency: Dependency; reason: string }
   | { type: 'healthy'; dependency: Dependency }
@@ -149,12 +149,12 @@ function supervisorModel(realtimeEnabled: boolean): ReferenceModel<Sup, Command>
           return { ...s, completed: [...s.completed, (c as { id: string }).id] }
         case 'drainingFlushers shutdownTimeout':
           return flushingDlq({ ...s, shutdownIncomplete: true })
-        case 'flushingDlq flushDlq':
-          return closing(failed('flushDlq', (c as { ok: boolean }).ok))
+        case 'flushingDlq deadLetterLeftovers':
+          return closing(failed('deadLetterLeftovers', (c as { ok: boolean }).ok))
         case 'flushingDlq dlqTimeout':
           return closing({ ...s, shutdownIncomplete: true })
-        case 'closingTransports closeTransports':
-          return { ...failed('closeTransports', (c as { ok: boolean }).ok), phase: 'stopped' }
+        case 'closingTransports closeServices':
+          return { ...failed('closeServices', (c as { ok: boolean }).ok), phase: 'stopped' }
       }
       return s // a second shutdown, a health report: ignored
     }
@@ -190,7 +190,7 @@ function supervisorModel(realtimeEnabled: boolean): ReferenceModel<Sup, Command>
 
   /** The commands the test can carry out in a state (each has something to act on there). */
   const events = (s: Sup): Command[] => {
-    const settles = (type: 'startRelay' | 'stopIngest' | 'flushDlq' | 'closeTransports' | 'announceFailover' | 'announceRecovery'): Command[] => [
+    const settles = (type: 'startRelay' | 'stopIngest' | 'deadLetterLeftovers' | 'closeServices' | 'announceFailover' | 'announceRecovery'): Command[] => [
       { type, ok: true },
       { type, ok: false },
     ]
@@ -230,9 +230,9 @@ function supervisorModel(realtimeEnabled: boolean): ReferenceModel<Sup, Command>
           ...crashes,
         ]
       case 'flushingDlq':
-        return [...settles('flushDlq'), { type: 'dlqTimeout' }, ...crashes]
+        return [...settles('deadLetterLeftovers'), { type: 'dlqTimeout' }, ...crashes]
       case 'closingTransports':
-        return [...settles('closeTransports'), ...crashes]
+        return [...settles('closeServices'), ...crashes]
       default:
         return []
     }
@@ -262,8 +262,8 @@ function callsOf(s: Sup): string[] {
   if (s.phase === 'running' && s.failoverInFlight !== null) calls.push(`announceFailover(${JSON.stringify({ reason: s.failoverInFlight })})`)
   if (s.phase === 'running' && s.realtime === 'recovering') calls.push('announceRecovery({})')
   if (s.phase === 'stoppingIngest') calls.push('stopIngest(undefined)')
-  if (s.phase === 'flushingDlq') calls.push('flushDlq(undefined)')
-  if (s.phase === 'closingTransports') calls.push('closeTransports(undefined)')
+  if (s.phase === 'flushingDlq') calls.push('deadLetterLeftovers(undefined)')
+  if (s.phase === 'closingTransports') calls.push('closeServices(undefined)')
   return calls.sort()
 }
 
@@ -275,8 +275,8 @@ function invokedIn(s: Sup): string[] {
     running: ['healthReporter', ...(s.realtime === 'failedOver' ? ['announceFailover'] : []), ...(s.realtime === 'recovering' ? ['announceRecovery'] : [])],
     stoppingIngest: ['stopIngest'],
     drainingFlushers: [],
-    flushingDlq: ['flushDlq'],
-    closingTransports: ['closeTransports'],
+    flushingDlq: ['deadLetterLeftovers'],
+    closingTransports: ['closeServices'],
     stopped: [],
     failed: [],
   }
@@ -307,7 +307,7 @@ const standIn = setup({ types: { events: {} as AnyEventObject, input: {} as { na
   },
 })
 
-const invokedSrcs = ['startRelay', 'stopIngest', 'flushDlq', 'closeTransports', 'announceFailover', 'announceRecovery'] as const
+const invokedSrcs = ['startRelay', 'stopIngest', 'deadLetterLeftovers', 'closeServices', 'announceFailover', 'announceRecovery'] as const
 type InvokedSrc = (typeof invokedSrcs)[number]
 
 function standInSupervisor() {
@@ -318,8 +318,8 @@ function standInSupervisor() {
     actors: {
       startRelay: held.startRelay.logic,
       stopIngest: held.stopIngest.logic,
-      flushDlq: held.flushDlq.logic,
-      closeTransports: held.closeTransports.logic,
+      deadLetterLeftovers: held.deadLetterLeftovers.logic,
+      closeServices: held.closeServices.logic,
       announceFailover: held.announceFailover.logic as never,
       announceRecovery: held.announceRecovery.logic as never,
       healthReporter: fromCallback(() => {
@@ -556,8 +556,8 @@ function relay(options: { realtime?: boolean; failStart?: string; stuckFlusher?:
     actors: {
       startRelay: step('startRelay'),
       stopIngest: step('stopIngest'),
-      flushDlq: step('flushDlq', options.stuckDlq),
-      closeTransports: step('closeTransports'),
+      deadLetterLeftovers: step('deadLetterLeftovers', options.stuckDlq),
+      closeServices: step('closeServices'),
       announceFailover: fromPromise<void, { reason: string }>(async ({ input }) => void log.push(`announceFailover:${input.reason}`)),
       announceRecovery: fromPromise<void, {}>(async () => void log.push('announceRecovery')),
       batchFlusher: batchFlusherMachine.provide({
@@ -602,7 +602,7 @@ describe('supervisor scenarios (real children)', () => {
     expect(r.snap().output).toEqual({ exitCode: 0 })
     expect(r.snap().context).toMatchObject({ drained: ['storeFlusher', 'realtimeFlusher'], shutdownIncomplete: false, shutdownErrors: [] })
     // Drained before the DLQ is flushed; the dependencies close their connections before the transports close.
-    expect(r.log).toEqual(['startRelay', 'stopIngest', 'flush:store', 'flush:realtime', 'flushDlq', 'disconnect:store', 'disconnect:realtime', 'closeTransports'])
+    expect(r.log).toEqual(['startRelay', 'stopIngest', 'flush:store', 'flush:realtime', 'deadLetterLeftovers', 'disconnect:store', 'disconnect:realtime', 'closeServices'])
   })
 
   it('the DLQ is not flushed while a flusher is still draining, and the relay does not stop before the transports are closed', async () => {
@@ -614,20 +614,20 @@ describe('supervisor scenarios (real children)', () => {
     await settle()
     expect(r.snap().value).toEqual({ shuttingDown: 'drainingFlushers' })
     expect(r.snap().context.drained).toEqual(['storeFlusher'])
-    expect(r.log).not.toContain('flushDlq')
+    expect(r.log).not.toContain('deadLetterLeftovers')
     r.clock.increment(input.shutdownTimeoutMs - 1)
     await settle()
-    expect(r.log).not.toContain('flushDlq')
+    expect(r.log).not.toContain('deadLetterLeftovers')
     r.clock.increment(1)
     expect(r.snap().value).toEqual({ shuttingDown: 'flushingDlq' })
     expect(r.snap().context.shutdownIncomplete).toBe(true)
     await settle()
-    expect(r.log.slice(-4)).toEqual(['flushDlq', 'disconnect:store', 'disconnect:realtime', 'closeTransports'])
+    expect(r.log.slice(-4)).toEqual(['deadLetterLeftovers', 'disconnect:store', 'disconnect:realtime', 'closeServices'])
     expect(r.snap().value).toBe('stopped')
     expect(r.snap().output).toEqual({ exitCode: 0 })
   })
 
-  it('closes transports after dlqFlushTimeout when flushDlq hangs, marking the shutdown incomplete', async () => {
+  it('closes transports after dlqFlushTimeout when deadLetterLeftovers hangs, marking the shutdown incomplete', async () => {
     const r = relay({ stuckDlq: true })
     r.actor.start()
     await settle()
@@ -641,7 +641,7 @@ describe('supervisor scenarios (real children)', () => {
     expect(r.snap().context.shutdownIncomplete).toBe(true)
     await settle()
     expect(r.snap().output).toEqual({ exitCode: 0 })
-    expect(r.log).toEqual(['startRelay', 'stopIngest', 'flushDlq', 'disconnect:store', 'disconnect:realtime', 'closeTransports'])
+    expect(r.log).toEqual(['startRelay', 'stopIngest', 'deadLetterLeftovers', 'disconnect:store', 'disconnect:realtime', 'closeServices'])
   })
 
   it('a start-up failure ends in failed with the message and exit code 1, spawning nothing', async () => {
@@ -698,7 +698,7 @@ describe('supervisor scenarios (real children)', () => {
     await settle()
     await settle()
     expect(r.snap().output).toEqual({ exitCode: 1, error: 'storeDependency: probe crashed' })
-    expect(r.log).toEqual(['startRelay', 'stopIngest', 'flush:store', 'flush:realtime', 'flushDlq', 'disconnect:realtime', 'closeTransports'])
+    expect(r.log).toEqual(['startRelay', 'stopIngest', 'flush:store', 'flush:realtime', 'deadLetterLeftovers', 'disconnect:realtime', 'closeServices'])
   })
 
   it('without provided actors, start-up fails naming the missing one', async () => {
@@ -721,7 +721,7 @@ describe('supervisor scenarios (real children)', () => {
     actor.send({ type: 'shutdown' })
     for (let i = 0; i < 4; i++) await settle()
     expect(actor.getSnapshot().value).toBe('stopped')
-    expect(actor.getSnapshot().context.shutdownErrors).toEqual(['stopIngest not provided', 'flushDlq not provided', 'closeTransports not provided'])
+    expect(actor.getSnapshot().context.shutdownErrors).toEqual(['stopIngest not provided', 'deadLetterLeftovers not provided', 'closeServices not provided'])
     expect(actor.getSnapshot().output).toEqual({ exitCode: 0 })
   })
 })

@@ -238,6 +238,8 @@ function rolloutDriver(stages: number[]) {
         emitted: emitted.take(),
         applying: apply.live().map((c) => c.input),
         obtaining: obtain.live().map((c) => c.input),
+        // Invoked actors under the ids src/ and the inspector know them by.
+        invoked: Object.keys(s.children).sort(),
         persisted: persistedRolloutOf(s),
       }
     },
@@ -250,6 +252,7 @@ function rolloutDriver(stages: number[]) {
         emitted: r.emitted,
         applying: r.phase.endsWith('.applying') ? [r.target] : [],
         obtaining: r.phase === 'evaluating.obtaining' ? [{ latest: r.obtainInput ? palette[r.obtainInput] : null }] : [],
+        invoked: r.phase.endsWith('.applying') ? ['applyPercent'] : r.phase === 'evaluating.obtaining' ? ['obtainReport'] : [],
         persisted: persistedOf(r, stages),
       }
     },
@@ -713,7 +716,10 @@ describe('rolloutController, scenarios', () => {
     [{ state: 'rolledBack', percent: 25 }, 25],
     // Not a percent at all: the record's figure is not trusted, the rollback starts from 0.
     [{ state: 'paused', percent: 250 }, 0],
+    [{ state: 'soaking', percent: -5 }, 0],
     [{ state: 'evaluating', percent: 50 }, 50],
+    [{ state: 'inactive', percent: 50 }, 50],
+    [{ state: 'paused', percent: 0 }, 0],
   ] as const)('an inconsistent restore record %j rolls back, saying why', async (bad, inEffect) => {
     const run = ok.start({ soakMs, gates, restore: { ...bad, stageIndex: 0, history: [] } as unknown as PersistedRollout })
     expect(run.snap().value).toEqual({ rollingBack: 'applying' })
@@ -854,6 +860,19 @@ describe('evaluateGates', () => {
     const result = failing(over)
     expect(result.pass).toBe(pass)
     expect(result.reason).toBe(reason)
+  })
+
+  it('missing figures fail even where any figure would pass (zero thresholds)', () => {
+    const lax = { minConsistencyPct: 0, maxErrorRatePct: 1, maxP99LatencyMs: 1, minSamples: 0 }
+    const result = evaluateGates({ ...good, consistencyPct: null, errorRatePct: null, p99LatencyMs: null, samples: Number.NaN }, lax)
+    expect(result.results.map((r) => [r.gate, r.pass])).toEqual([
+      ['consistency', false],
+      ['errorRate', false],
+      ['p99Latency', false],
+      ['breaker', true],
+      ['samples', false],
+    ])
+    expect(result.reason).toBe('consistency missing; error rate missing; p99 latency missing; samples missing')
   })
 
   it('no report fails every gate', () => {

@@ -139,6 +139,11 @@ export interface RealtimeConfig {
   backlogEvents: number
 }
 
+/** Whether this relay broadcasts to Supabase Realtime itself (adapter modes, delivery=broadcast). */
+export const realtimeOn = (config: Pick<RelayConfig, 'realtime'>): boolean => config.realtime.enabled && config.realtime.delivery === 'broadcast'
+/** Dual mode: dashboards move to Realtime by the rollout controller's percent. */
+export const rolloutOn = (config: Pick<RelayConfig, 'realtime'>): boolean => realtimeOn(config) && config.realtime.mode === 'dual'
+
 export type ConfigResult = { ok: true; config: RelayConfig } | { ok: false; errors: string[] }
 
 /** Reads and validates every flag; never throws. */

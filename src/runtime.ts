@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { Redacted } from 'effect'
 import type { RolloutInput } from '../machines/rolloutController.js'
 import { LocalBus } from './bus.js'
-import type { RelayConfig } from './config.js'
+import { realtimeOn, rolloutOn, type RelayConfig } from './config.js'
 import { Outbox } from './delivery/outbox.js'
 import type { Link, MachineSystem, Sink } from './delivery/sink.js'
 import { DeadLetterQueue } from './durability/dlq.js'
@@ -158,11 +158,6 @@ export async function openRuntime(o: RuntimeOptions): Promise<Runtime> {
   }
   return { server, port, bus, hub, ingest, store, wal, dlq, release, storeOutbox, storeSink, sinks, links, realtime, migration, flags }
 }
-
-/** Whether this relay broadcasts to Supabase Realtime itself (adapter modes, delivery=broadcast). */
-export const realtimeOn = (config: RelayConfig): boolean => config.realtime.enabled && config.realtime.delivery === 'broadcast'
-/** Dual mode: dashboards move to Realtime by the rollout controller's percent. */
-export const rolloutOn = (config: RelayConfig): boolean => realtimeOn(config) && config.realtime.mode === 'dual'
 
 function openRealtime({ config, logger, metrics, system }: RuntimeOptions, life: Lifecycle) {
   const transport = new RealtimeTransport({

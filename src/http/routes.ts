@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { RelayConfig } from '../config.js'
+import { realtimeOn, type RelayConfig } from '../config.js'
 import type { MachineSystem } from '../delivery/sink.js'
 import type { DeadLetterQueue } from '../durability/dlq.js'
 import { flagAdminRoutes, type FlagService } from '../flags/index.js'
@@ -62,7 +62,7 @@ export function relayRoutes(o: RelayRoutesOptions): Route[] {
  */
 function dashboardTransport(o: RelayRoutesOptions, clientId: string): DashboardTransport {
   const r = o.config.realtime
-  if (!r.enabled || r.delivery !== 'broadcast' || !r.anonKey || r.mode === 'websocket') return 'websocket'
+  if (!realtimeOn(o.config) || !r.anonKey || r.mode === 'websocket') return 'websocket'
   if (!o.view.realtimeHealthy()) return 'websocket'
   if (r.mode === 'realtime') return 'realtime'
   return o.migration?.assigned(clientId) ? 'realtime' : 'websocket'
